@@ -1,0 +1,20 @@
+"""Where the project keeps the host keys it trusts (besides the user's ~/.ssh/known_hosts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_known_hosts() -> Path:
+    """The project-local known_hosts file: $RETINAFACE_PI_KNOWN_HOSTS or <repo>/.ssh/known_hosts."""
+    override = os.environ.get("RETINAFACE_PI_KNOWN_HOSTS")
+    return Path(override) if override else REPO_ROOT / ".ssh" / "known_hosts"
+
+
+def cache_dir() -> Path:
+    """Cache for slow artefacts kept outside the checkout: $RETINAFACE_PI_CACHE or ~/.cache/retinaface-pi."""
+    override = os.environ.get("RETINAFACE_PI_CACHE")
+    return Path(override) if override else Path.home() / ".cache" / "retinaface-pi"
