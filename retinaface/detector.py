@@ -27,7 +27,9 @@ class OnnxRuntimeBackend(object):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError("backend onnxruntime: the onnxruntime package is not installed") from None
+            raise ModelError(
+                "backend onnxruntime: the onnxruntime package is not installed"
+            ) from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -133,7 +135,15 @@ def make_backend(name, model_path, threads=None):
 class Detector(object):
     """Image in, faces out, with each stage callable on its own for the benchmark."""
 
-    def __init__(self, model_path, backend=None, size=None, long_side=None, conf_threshold=CONF_THRESHOLD, threads=None):
+    def __init__(
+        self,
+        model_path,
+        backend=None,
+        size=None,
+        long_side=None,
+        conf_threshold=CONF_THRESHOLD,
+        threads=None,
+    ):
         self.model_path = str(model_path)
         self.backend_name = backend or backend_for(model_path)
         self.backend = make_backend(self.backend_name, model_path, threads)

@@ -30,6 +30,7 @@ def write_atomic(path, data):
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -55,8 +56,13 @@ def annotate(image, faces):
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 200, 0), thickness)
         label = "{:.2f}".format(face["score"])
         cv2.putText(
-            canvas, label, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness,
-            (255, 255, 255), thickness,
+            canvas,
+            label,
+            (x1, max(0, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            (255, 255, 255),
+            thickness,
         )
         for (x, y), color in zip(face["landmarks"], LANDMARK_COLORS):
             cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, color, -1)

@@ -193,13 +193,19 @@ def load_model(path):
     if missing or unexpected:
         raise ModelError(
             "weights {} do not fit RetinaFace-mnet0.25: {} missing (e.g. {}), {} unexpected (e.g. {})".format(
-                path, len(missing), ", ".join(missing[:3]) or "-", len(unexpected), ", ".join(unexpected[:3]) or "-"
+                path,
+                len(missing),
+                ", ".join(missing[:3]) or "-",
+                len(unexpected),
+                ", ".join(unexpected[:3]) or "-",
             )
         )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ModelError(
-            "weights {} do not fit RetinaFace-mnet0.25: {}".format(path, str(error).splitlines()[1][:200] if "\n" in str(error) else error)
+            "weights {} do not fit RetinaFace-mnet0.25: {}".format(
+                path, str(error).splitlines()[1][:200] if "\n" in str(error) else error
+            )
         ) from None
     return model.eval()

@@ -16,7 +16,7 @@ def _size(text):
     try:
         return parse_size(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser():
@@ -28,10 +28,16 @@ def build_parser():
     detect.add_argument("--image", required=True, help="the photograph to read")
     detect.add_argument("--json", help="write the faces here as JSON")
     detect.add_argument("--out", help="write an annotated PNG here")
-    detect.add_argument("--backend", choices=("onnxruntime", "opencv", "torch"), help="default: from the model file")
+    detect.add_argument(
+        "--backend", choices=("onnxruntime", "opencv", "torch"), help="default: from the model file"
+    )
     detect.add_argument("--size", type=_size, help="resize the input to WIDTHxHEIGHT")
-    detect.add_argument("--long-side", type=int, help="resize so the longer side has this many pixels")
-    detect.add_argument("--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)")
+    detect.add_argument(
+        "--long-side", type=int, help="resize so the longer side has this many pixels"
+    )
+    detect.add_argument(
+        "--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)"
+    )
     detect.add_argument("--threads", type=int, help="inference threads")
     return parser
 
@@ -43,8 +49,12 @@ def run_detect(args):
 
     image = read_image(args.image)
     detector = Detector(
-        args.model, backend=args.backend, size=args.size, long_side=args.long_side,
-        conf_threshold=args.conf, threads=args.threads,
+        args.model,
+        backend=args.backend,
+        size=args.size,
+        long_side=args.long_side,
+        conf_threshold=args.conf,
+        threads=args.threads,
     )
     faces = detector.detect(image)
     result = {

