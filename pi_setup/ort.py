@@ -1,0 +1,448 @@
+"""The onnxruntime wheel matrix (wheels/lock.yaml) and a verified, resumable fetch into wheels/.
+
+There is no armv7l onnxruntime on PyPI or piwheels; nknytk's repository serves plain git files
+without checksums, so each wheel is pinned by its git blob SHA-1 (`git hash-object`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+import yaml
+
+from pi_setup.errors import WheelError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"
+WHEELS_DIR = REPO_ROOT / "wheels"
+DEFAULT_VERSION = "1.9.1"
+CHUNK = 64 * 1024
+
+# dpkg architecture (what `deploy.facts` reports) -> wheel platform suffix.
+DPKG_TO_WHEEL_ARCH = {"armhf": "armv7l", "arm64": "aarch64", "amd64": "x86_64", "i386": "i686"}
+
+_WHEEL_NAME = re.compile(
+    r"^(?P<dist>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?"
+    r"-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
+)
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Progress(Protocol):
+    """What a progress display must offer (a tqdm bar does)."""
+
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+# progress(description, total_bytes_or_None, bytes_already_there) -> Progress
+ProgressFactory = Callable[[str, Optional[int], int], Progress]
+
+
+@dataclass(frozen=True)
+class OrtWheel:
+    """One pinned onnxruntime wheel: where it comes from and the digests it must match."""
+
+    file: str
+    os: str
+    commit: str
+    blob_sha1: Optional[str]
+    sha256: Optional[str]
+    size: Optional[int]
+    version: str
+    python_tag: str
+    arch: str
+
+    def url(self, template: str, mirror: Optional[str] = None) -> str:
+        """The download URL: the pinned source, or `<mirror>/<os>/<file>` when a mirror is given."""
+        if mirror:
+            return f"{mirror.rstrip('/')}/{self.os}/{self.file}"
+        return template.format(commit=self.commit, os=self.os, file=self.file)
+
+
+@dataclass(frozen=True)
+class OrtLock:
+    """The parsed lock file: URL template and wheels."""
+
+    path: Path
+    url: str
+    wheels: Tuple[OrtWheel, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A verified wheel in the wheels directory."""
+
+    path: Path
+    cached: bool
+    sha256: str
+    size: int
+    url: Optional[str]
+
+
+def parse_wheel_name(name: str) -> Dict[str, str]:
+    """Split a wheel file name into dist, version, py, abi, plat (PEP 427); raise WheelError if it is not one."""
+    match = _WHEEL_NAME.match(name)
+    if not match:
+        raise WheelError(f"{name}: not a wheel file name (dist-version-python-abi-platform.whl)")
+    return {k: v for k, v in match.groupdict().items() if v is not None}
+
+
+def python_tag(python: str) -> str:
+    """'3.9' -> 'cp39' (also accepts 'cp39', '39')."""
+    text = str(python).strip()
+    if re.fullmatch(r"cp\d{2,3}", text):
+        return text
+    match = re.fullmatch(r"(\d)\.?(\d{1,2})", text)
+    if not match:
+        raise WheelError(f"--python {python!r}: expected a version like 3.9")
+    return f"cp{match.group(1)}{match.group(2)}"
+
+
+def wheel_arch(arch: str) -> str:
+    """A dpkg architecture (armhf) or a wheel platform (armv7l, linux_armv7l) -> 'armv7l'."""
+    text = arch.strip().lower().replace("linux_", "")
+    return DPKG_TO_WHEEL_ARCH.get(text, text)
+
+
+def load_lock(path: Path = LOCK_PATH) -> OrtLock:
+    """Read and validate the onnxruntime section of a lock file; errors name the file and entry."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise WheelError(f"{path}: lock file not found") from None
+    except yaml.YAMLError as error:
+        raise WheelError(f"{path}: not valid YAML ({error})") from None
+    section = (data or {}).get("onnxruntime") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise WheelError(f"{path}: missing the 'onnxruntime' section")
+    url = section.get("url")
+    if not isinstance(url, str) or "{file}" not in url:
+        raise WheelError(f"{path}: onnxruntime.url must be a template containing {{file}}")
+    entries = section.get("wheels")
+    if not isinstance(entries, list) or not entries:
+        raise WheelError(f"{path}: onnxruntime.wheels must be a non-empty list")
+    wheels = []
+    seen = set()
+    for index, entry in enumerate(entries):
+        where = f"{path}: onnxruntime.wheels[{index}]"
+        if not isinstance(entry, dict):
+            raise WheelError(f"{where}: must be a mapping")
+        unknown = set(entry) - {"file", "os", "commit", "blob_sha1", "sha256", "size"}
+        if unknown:
+            raise WheelError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        for key in ("file", "os", "commit"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise WheelError(f"{where}: field '{key}' is required")
+        name = entry["file"]
+        where = f"{path}: wheel {name}"
+        parts = parse_wheel_name(name)
+        blob_sha1 = entry.get("blob_sha1")
+        sha256 = entry.get("sha256")
+        size = entry.get("size")
+        if blob_sha1 is not None and not _HEX40.match(str(blob_sha1)):
+            raise WheelError(f"{where}: blob_sha1 must be 40 hex digits in quotes")
+        if sha256 is not None and not _HEX64.match(str(sha256)):
+            raise WheelError(f"{where}: sha256 must be 64 hex digits in quotes, or null")
+        if not isinstance(blob_sha1, (str, type(None))) or not isinstance(
+            sha256, (str, type(None))
+        ):
+            raise WheelError(f"{where}: quote the digests (YAML reads bare digits as numbers)")
+        if size is not None and (not isinstance(size, int) or size <= 0):
+            raise WheelError(f"{where}: size must be a positive integer or null")
+        if blob_sha1 is None and sha256 is None:
+            raise WheelError(f"{where}: needs blob_sha1 or sha256 (nothing to verify against)")
+        key = (entry["os"], name)
+        if key in seen:
+            raise WheelError(f"{where}: listed twice for {entry['os']}")
+        seen.add(key)
+        wheels.append(
+            OrtWheel(
+                file=name,
+                os=entry["os"],
+                commit=entry["commit"],
+                blob_sha1=blob_sha1,
+                sha256=sha256,
+                size=size,
+                version=parts["version"],
+                python_tag=parts["py"],
+                arch=parts["plat"].replace("linux_", ""),
+            )
+        )
+    return OrtLock(path=Path(path), url=url, wheels=tuple(wheels))
+
+
+def select_wheel(
+    lock: OrtLock,
+    os_codename: str,
+    python: str,
+    version: str = DEFAULT_VERSION,
+    arch: str = "armv7l",
+) -> OrtWheel:
+    """The wheel for this OS codename, Python and arch; WheelError listing what exists otherwise."""
+    tag = python_tag(python)
+    plat = wheel_arch(arch)
+    for wheel in lock.wheels:
+        if (wheel.os, wheel.version, wheel.python_tag, wheel.arch) == (
+            os_codename,
+            version,
+            tag,
+            plat,
+        ):
+            return wheel
+    same_version = sorted(
+        {f"{w.os}/{w.python_tag}/{w.arch}" for w in lock.wheels if w.version == version},
+        key=_natural,
+    )
+    same_target = sorted(
+        {
+            w.version
+            for w in lock.wheels
+            if (w.os, w.python_tag, w.arch) == (os_codename, tag, plat)
+        },
+        key=_natural,
+    )
+    message = f"no onnxruntime {version} wheel for {os_codename}/{tag}/{plat} in {lock.path}"
+    message += "; " + (
+        f"{version} exists for: {', '.join(same_version)}"
+        if same_version
+        else f"no {version} at all"
+    )
+    if same_target:
+        message += f"; versions for {os_codename}/{tag}/{plat}: {', '.join(same_target)}"
+    return _raise(message)
+
+
+def _natural(text: str) -> List[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _raise(message: str) -> Any:
+    raise WheelError(message)
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git blob SHA-1 of a file, as `git hash-object` computes it."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_digests(path: Path, wheel: OrtWheel) -> Optional[str]:
+    """None when the file matches every digest pinned in the lock, else what differs."""
+    size = path.stat().st_size
+    if wheel.size is not None and size != wheel.size:
+        return f"size is {size} bytes, the lock says {wheel.size}"
+    if wheel.blob_sha1 is not None:
+        got = git_blob_sha1(path)
+        if got != wheel.blob_sha1:
+            return f"git blob SHA-1 is {got}, the lock says {wheel.blob_sha1}"
+    if wheel.sha256 is not None:
+        got = file_sha256(path)
+        if got != wheel.sha256:
+            return f"sha256 is {got}, the lock says {wheel.sha256}"
+    return None
+
+
+def fetch(
+    lock: OrtLock,
+    wheel: OrtWheel,
+    dest_dir: Path = WHEELS_DIR,
+    *,
+    mirror: Optional[str] = None,
+    progress: Optional[ProgressFactory] = None,
+    timeout: float = 30.0,
+) -> FetchResult:
+    """Download (or reuse) one wheel into dest_dir, verified against the lock.
+
+    A verified file already there is a cache hit (no request). A partial `<file>.part` from an
+    interrupted run is resumed with an HTTP Range request. A file that fails verification is
+    removed. The final name appears only after verification (atomic rename).
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / wheel.file
+    if dest.exists():
+        if check_digests(dest, wheel) is None:
+            return FetchResult(dest, True, file_sha256(dest), dest.stat().st_size, None)
+        dest.unlink()  # a stale or damaged copy: fetch it again
+    part = dest_dir / (wheel.file + ".part")
+    if mirror and not re.match(r"^[a-z][a-z0-9+.-]*://", mirror):
+        url = _copy_from_directory(Path(mirror), wheel, part)
+    else:
+        url = wheel.url(lock.url, mirror)
+        _download(url, part, wheel, progress, timeout)
+    problem = check_digests(part, wheel)
+    if problem:
+        part.unlink()
+        raise WheelError(
+            f"{wheel.file} from {url}: digest mismatch ({problem}); the download was removed"
+        )
+    os.replace(part, dest)
+    return FetchResult(dest, False, file_sha256(dest), dest.stat().st_size, url)
+
+
+def _copy_from_directory(directory: Path, wheel: OrtWheel, part: Path) -> str:
+    """A mirror given as a local directory: <dir>/<os>/<file> or <dir>/<file>."""
+    for candidate in (directory / wheel.os / wheel.file, directory / wheel.file):
+        if candidate.is_file():
+            tmp = part.with_name(part.name + ".copy")
+            shutil.copyfile(candidate, tmp)
+            os.replace(tmp, part)
+            return str(candidate)
+    raise WheelError(
+        f"mirror directory {directory}: neither {wheel.os}/{wheel.file} nor {wheel.file} exists"
+    )
+
+
+def _download(
+    url: str, part: Path, wheel: OrtWheel, progress: Optional[ProgressFactory], timeout: float
+) -> None:
+    """Fetch url into part, resuming from its current size; WheelError on any failure."""
+    offset = part.stat().st_size if part.exists() else 0
+    if wheel.size is not None and offset >= wheel.size:
+        if offset == wheel.size:
+            return  # complete already: verification decides
+        part.unlink()
+        offset = 0
+    headers = {"User-Agent": "retinaface-pi fetch-ort"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    host = urllib.parse.urlsplit(url).netloc or url
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            return  # nothing left to send: the partial file is whole; verification decides
+        raise WheelError(f"{url}: HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        reason = getattr(error.reason, "strerror", None) or error.reason
+        raise WheelError(
+            f"cannot reach {host} for {wheel.file}: {reason} "
+            "(no network? use --mirror URL for a local copy or a proxy)"
+        ) from None
+    except (socket.timeout, OSError) as error:
+        raise WheelError(f"cannot reach {host} for {wheel.file}: {error}") from None
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored the Range header: start over
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else wheel.size
+        received = offset
+        bar = progress(wheel.file, total, offset) if progress else None
+        try:
+            with open(part, "ab" if offset else "wb") as handle:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except (http.client.IncompleteRead, OSError, socket.timeout):
+                        chunk = b""
+                        break
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    if total is not None and received < total:
+        raise WheelError(
+            f"download of {wheel.file} from {host} interrupted after {received} of {total} bytes; "
+            f"run again to resume ({part} is kept)"
+        )
+
+
+def record_sha256(lock_path: Path, wheel: OrtWheel, sha256: str, size: int) -> bool:
+    """Fill in sha256/size of a verified wheel in the lock file, keeping its comments; True if changed."""
+    lines = Path(lock_path).read_text().splitlines(keepends=True)
+    changed = False
+    inside = False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("- file:"):
+            inside = stripped == f"- file: {wheel.file}"
+            os_ok = False
+            continue
+        if not inside:
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        if stripped == f"os: {wheel.os}":
+            os_ok = True
+        elif os_ok and stripped == "sha256: null":
+            lines[index] = f'{indent}sha256: "{sha256}"\n'
+            changed = True
+        elif os_ok and stripped == "size: null":
+            lines[index] = f"{indent}size: {size}\n"
+            changed = True
+    if changed:
+        tmp = Path(lock_path).with_name(Path(lock_path).name + ".tmp")
+        tmp.write_text("".join(lines))
+        os.replace(tmp, lock_path)
+    return changed
+
+
+# What a fetched or built wheel needs on the host besides itself, by distribution name.
+# onnxruntime (nknytk armv7l builds): numpy C-API 0xe -> numpy>=1.20 (Debian bullseye ships 1.19.5),
+# numpy 2 breaks numpy-1 builds; the .so links libgomp and libatomic.
+_HOST_REQUIREMENTS: Dict[str, Tuple[List[str], List[str]]] = {
+    "onnxruntime": (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"]),
+    "torch": ([], ["libopenblas-dev", "libgomp1", "libatomic1"]),
+    "torchvision": ([], ["libjpeg-dev", "libpng-dev"]),
+}
+
+
+def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
+    """(pip requirements, apt packages) a host needs to use this wheel; ([], []) for others.
+
+    Deploy calls this for each wheel it installs and fails before switching the release when
+    the apt packages are missing and cannot be installed.
+    """
+    name = parse_wheel_name(Path(wheel_path).name)["dist"].lower().replace("-", "_")
+    pip, apt = _HOST_REQUIREMENTS.get(name, ([], []))
+    return list(pip), list(apt)
+
+
+def wheel_metadata(wheel_path: Path) -> Dict[str, List[str]]:
+    """The METADATA headers of a wheel (e.g. Requires-Dist), as lists of values."""
+    result: Dict[str, List[str]] = {}
+    try:
+        with zipfile.ZipFile(wheel_path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+            if not names:
+                raise WheelError(f"{wheel_path}: no .dist-info/METADATA inside")
+            text = archive.read(names[0]).decode("utf-8", "replace")
+    except zipfile.BadZipFile:
+        raise WheelError(f"{wheel_path}: not a zip file (an HTML page saved as .whl?)") from None
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if ": " in line and not line.startswith(" "):
+            key, value = line.split(": ", 1)
+            result.setdefault(key, []).append(value)
+    return result

@@ -1,0 +1,266 @@
+"""fetch-ort against a loopback HTTP server serving a fixture wheel pinned by its git blob SHA-1."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from pi_setup import ort
+from pi_setup.errors import WheelError
+from tests.fixtures.fake_ort_wheel import NAME, wheel_bytes
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TEST_LOCK = FIXTURES / "ort_lock.yaml"
+DATA = wheel_bytes()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves DATA under /good, a short copy under /short, other bytes under /wrong,
+    and under /drop cuts the first full response in half (later Range requests succeed)."""
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        mode = self.path.split("/")[1]
+        if not self.path.endswith("/" + NAME) or mode not in ("good", "short", "wrong", "drop"):
+            self.send_error(404, "Not Found")
+            return
+        body = DATA
+        if mode == "short":
+            body = DATA[: len(DATA) // 2]
+        elif mode == "wrong":
+            body = bytes(reversed(DATA))
+        start = 0
+        range_header = self.headers.get("Range")
+        if range_header:
+            start = int(range_header.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if mode == "drop" and not range_header:
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture()
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.requests = []
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def lock_for(server, mode="good"):
+    lock = ort.load_lock(TEST_LOCK)
+    port = server.server_address[1]
+    return dataclasses.replace(lock, url=f"http://127.0.0.1:{port}/{mode}/{{os}}/{{file}}")
+
+
+def wheel_of(lock):
+    return ort.select_wheel(lock, "bullseye", "3.9", "1.9.1")
+
+
+def test_pinned_sha1_is_git_hash_object(tmp_path):
+    path = tmp_path / NAME
+    path.write_bytes(DATA)
+    git = subprocess.run(
+        ["git", "hash-object", str(path)], capture_output=True, text=True, check=True
+    )
+    assert ort.git_blob_sha1(path) == git.stdout.strip()
+    assert ort.load_lock(TEST_LOCK).wheels[0].blob_sha1 == git.stdout.strip()
+
+
+def test_success_writes_verified_wheel_and_shows_progress(server, tmp_path):
+    lock = lock_for(server)
+    updates = []
+
+    class Bar:
+        def __init__(self, desc, total, initial):
+            updates.append(("start", desc, total, initial))
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            updates.append("close")
+
+    result = ort.fetch(lock, wheel_of(lock), tmp_path, progress=Bar)
+    assert result.path == tmp_path / NAME and not result.cached
+    assert result.path.read_bytes() == DATA
+    assert result.size == len(DATA)
+    assert updates[0] == ("start", NAME, len(DATA), 0)
+    assert sum(u for u in updates if isinstance(u, int)) == len(DATA)
+    assert updates[-1] == "close"
+    assert list(tmp_path.iterdir()) == [tmp_path / NAME]  # no .part left behind
+    assert server.requests == [(f"/good/bullseye/{NAME}", None)]
+
+
+def test_cache_hit_makes_no_request(server, tmp_path):
+    lock = lock_for(server)
+    ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert len(server.requests) == 1
+    again = ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert again.cached and again.path.read_bytes() == DATA
+    assert len(server.requests) == 1
+
+
+def test_damaged_cached_copy_is_fetched_again(server, tmp_path):
+    lock = lock_for(server)
+    (tmp_path / NAME).write_bytes(b"not the wheel")
+    result = ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert not result.cached and result.path.read_bytes() == DATA
+
+
+def test_truncated_file_is_a_digest_mismatch_and_removed(server, tmp_path):
+    lock = lock_for(server, "short")
+    with pytest.raises(WheelError, match=r"digest mismatch \(git blob SHA-1 is .*removed"):
+        ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_digest_removes_the_file(server, tmp_path):
+    lock = lock_for(server, "wrong")
+    with pytest.raises(WheelError, match=f"{NAME} from http://127.0.0.1.*digest mismatch"):
+        ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sha256_and_size_in_the_lock_are_checked(server, tmp_path):
+    lock = lock_for(server)
+    wheel = dataclasses.replace(wheel_of(lock), sha256="0" * 64)
+    with pytest.raises(WheelError, match="sha256 is .* the lock says 0000"):
+        ort.fetch(lock, wheel, tmp_path)
+    wheel = dataclasses.replace(wheel_of(lock), size=len(DATA) + 1)
+    with pytest.raises(WheelError, match="size is"):
+        ort.fetch(lock, wheel, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_http_404(server, tmp_path):
+    lock = lock_for(server, "missing")
+    with pytest.raises(WheelError, match=r"/missing/bullseye/.*HTTP 404"):
+        ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_download_resumes_with_range(server, tmp_path):
+    lock = lock_for(server, "drop")
+    with pytest.raises(
+        WheelError, match=r"interrupted after \d+ of 300377 bytes; run again to resume"
+    ):
+        ort.fetch(lock, wheel_of(lock), tmp_path)
+    part = tmp_path / (NAME + ".part")
+    kept = part.stat().st_size
+    assert 0 < kept < len(DATA)
+    result = ort.fetch(lock, wheel_of(lock), tmp_path)
+    assert result.path.read_bytes() == DATA
+    assert not part.exists()
+    assert server.requests[-1] == (f"/drop/bullseye/{NAME}", f"bytes={kept}-")
+
+
+def test_no_network_is_one_clear_error(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lock = ort.load_lock(TEST_LOCK)
+    lock = dataclasses.replace(lock, url=f"http://127.0.0.1:{port}/{{file}}")
+    with pytest.raises(WheelError, match=r"cannot reach 127.0.0.1:\d+ .*refused.*--mirror"):
+        ort.fetch(lock, wheel_of(lock), tmp_path)
+
+
+def test_mirror_url_and_directory(server, tmp_path):
+    lock = ort.load_lock(TEST_LOCK)  # its own URL points nowhere
+    port = server.server_address[1]
+    result = ort.fetch(
+        lock, wheel_of(lock), tmp_path / "a", mirror=f"http://127.0.0.1:{port}/good/"
+    )
+    assert result.url == f"http://127.0.0.1:{port}/good/bullseye/{NAME}"
+    mirror_dir = tmp_path / "mirror" / "bullseye"
+    mirror_dir.mkdir(parents=True)
+    (mirror_dir / NAME).write_bytes(DATA)
+    result = ort.fetch(lock, wheel_of(lock), tmp_path / "b", mirror=str(tmp_path / "mirror"))
+    assert result.path.read_bytes() == DATA
+    with pytest.raises(WheelError, match="mirror directory .* neither"):
+        ort.fetch(lock, wheel_of(lock), tmp_path / "c", mirror=str(tmp_path))
+
+
+def test_selection_lists_what_exists():
+    lock = ort.load_lock(ort.LOCK_PATH)
+    wheel = ort.select_wheel(lock, "bullseye", "3.9", "1.9.1", arch="armhf")
+    assert wheel.blob_sha1 == "bf32d667f7f72b674cd22705055dbb4c98dfef32"
+    assert wheel.url(lock.url) == (
+        "https://raw.githubusercontent.com/nknytk/built-onnxruntime-for-raspberrypi-linux/"
+        "876423fe9b003c2cb11c35ebcaeb78a65c96e465/wheels/bullseye/"
+        "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl"
+    )
+    with pytest.raises(WheelError) as error:
+        ort.select_wheel(lock, "buster", "3.7", "1.9.1")
+    message = str(error.value)
+    assert "no onnxruntime 1.9.1 wheel for buster/cp37m/armv7l" not in message
+    assert "buster/cp37/armv7l" in message and "bullseye/cp39/armv7l" in message
+    assert "versions for buster/cp37/armv7l: 1.8.1" in message
+    with pytest.raises(WheelError, match="bookworm/cp311/aarch64"):
+        ort.select_wheel(lock, "bookworm", "3.11", arch="arm64")
+
+
+def test_real_lock_matrix():
+    lock = ort.load_lock(ort.LOCK_PATH)
+    tags = {w.python_tag for w in lock.wheels if w.version == "1.9.1" and w.os == "bullseye"}
+    assert tags == {"cp36", "cp37", "cp38", "cp39", "cp310"}
+    assert all(w.arch == "armv7l" for w in lock.wheels)
+    assert {w.commit for w in lock.wheels if w.version == "1.9.1"} == {
+        "876423fe9b003c2cb11c35ebcaeb78a65c96e465"
+    }
+
+
+def test_bad_lock_names_file_and_field(tmp_path):
+    bad = tmp_path / "lock.yaml"
+    bad.write_text(
+        "onnxruntime:\n  url: http://x/{file}\n  wheels:\n  - file: onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl\n"
+        "    os: bullseye\n    commit: abc\n    blob_sha1: xyz\n"
+    )
+    with pytest.raises(WheelError, match=f"{bad}: wheel onnxruntime-1.9.1-cp39.*blob_sha1"):
+        ort.load_lock(bad)
+    bad.write_text("onnxruntime:\n  url: http://x/{file}\n  wheels:\n  - os: bullseye\n")
+    with pytest.raises(WheelError, match=r"wheels\[0\]: field 'file' is required"):
+        ort.load_lock(bad)
+
+
+def test_record_sha256_keeps_comments(tmp_path):
+    lock_path = tmp_path / "lock.yaml"
+    lock_path.write_text(TEST_LOCK.read_text())
+    wheel = wheel_of(ort.load_lock(lock_path))
+    assert ort.record_sha256(lock_path, wheel, "a" * 64, 123)
+    text = lock_path.read_text()
+    assert text.startswith("# Test lock")
+    relock = ort.load_lock(lock_path)
+    assert wheel_of(relock).sha256 == "a" * 64 and wheel_of(relock).size == 123
+    other = ort.select_wheel(relock, "bullseye", "3.7", "1.9.1")
+    assert other.sha256 is None and other.size is None
+
+
+def test_host_requirements(tmp_path):
+    path = tmp_path / NAME
+    path.write_bytes(DATA)
+    assert ort.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
+    assert ort.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
+    assert ort.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
