@@ -18,3 +18,13 @@ def cache_dir() -> Path:
     """Cache for slow artefacts kept outside the checkout: $RETINAFACE_PI_CACHE or ~/.cache/retinaface-pi."""
     override = os.environ.get("RETINAFACE_PI_CACHE")
     return Path(override) if override else Path.home() / ".cache" / "retinaface-pi"
+
+
+def user_known_hosts() -> Path:
+    """The user's OpenSSH known_hosts (~/.ssh/known_hosts)."""
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+def known_hosts_files() -> list[Path]:
+    """Every known_hosts file a connection trusts: the user's, then the project's."""
+    return [user_known_hosts(), project_known_hosts()]

@@ -1,0 +1,115 @@
+"""`invoke trust-host`: fetch a host's key, show its fingerprint, record it on confirmation."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from deploy.connection import CONNECT_TIMEOUT, _connect_error, fabric_connection, fingerprint
+from deploy.errors import ChangedHostKeyError, DeployError
+from deploy.hostkeys import known_hosts_files, project_known_hosts
+from deploy.inventory import Host
+
+
+@dataclass(frozen=True)
+class TrustResult:
+    """What trust-host did for one host."""
+
+    host: str
+    key_name: str  # `addr` or `[addr]:port`, as written in known_hosts
+    key_type: str
+    fingerprint: str
+    status: str  # "recorded", "already-trusted", "declined", "local"
+    file: Path | None = None
+
+
+def _known_entries(key_name: str):
+    """(file, HostKeys) pairs that mention `key_name`."""
+    import paramiko
+
+    found = []
+    for path in known_hosts_files():
+        if path.is_file():
+            keys = paramiko.HostKeys(str(path))
+            entry = keys.lookup(key_name)
+            if entry:
+                found.append((path, entry))
+    return found
+
+
+def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
+    """(key_name, key) the host presents, without authenticating or trusting anything."""
+    import paramiko
+
+    conn = fabric_connection(host, timeout)
+    key_name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+    try:
+        sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
+    except OSError as error:
+        raise _connect_error(host, conn, error) from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        # Prefer the key type already recorded, so a comparison is like for like.
+        for _path, entry in _known_entries(key_name):
+            options = transport.get_security_options()
+            known = [kind for kind in entry.keys() if kind in options.key_types]
+            if known:
+                options.key_types = known + [k for k in options.key_types if k not in known]
+                break
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        raise _connect_error(host, conn, error) from None
+    finally:
+        transport.close()
+    return key_name, key
+
+
+def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResult:
+    """Show `host`'s key fingerprint and, if `confirm(result)` says yes, add it to the project file.
+
+    A key that differs from a recorded one is never replaced: ChangedHostKeyError says how to fix.
+    """
+    if host.is_local:
+        return TrustResult(host.name, "local", "-", "-", "local")
+    key_name, key = fetch_host_key(host)
+    result = TrustResult(host.name, key_name, key.get_name(), fingerprint(key), "recorded")
+    for path, entry in _known_entries(key_name):
+        recorded = entry.get(key.get_name())
+        if recorded is None:
+            continue
+        if recorded == key:
+            return TrustResult(**{**result.__dict__, "status": "already-trusted", "file": path})
+        raise ChangedHostKeyError(
+            f"{host.name} ({key_name}): HOST KEY CHANGED — it presents {key.get_name()} "
+            f"{fingerprint(key)} but {path} records {fingerprint(recorded)}. Not replacing it. "
+            f"If the host was reinstalled: `ssh-keygen -R '{key_name}' -f {path}`, then run "
+            "trust-host again"
+        )
+    if not confirm(result):
+        return TrustResult(**{**result.__dict__, "status": "declined"})
+    target = project_known_hosts()
+    _append_line(target, f"{key_name} {key.get_name()} {key.get_base64()}\n")
+    return TrustResult(**{**result.__dict__, "file": target})
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line to `path` atomically (temp file, then rename); create it 0600 in a 0700 dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.name == ".ssh":
+        os.chmod(path.parent, 0o700)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(old + line)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise DeployError(f"{path}: cannot write known hosts: {error.strerror}") from None
