@@ -1,0 +1,780 @@
+"""The emulated Raspberry Pi: a Debian armhf root filesystem run under qemu-user with its own sshd.
+
+Each release is built once with debootstrap, cached as a tarball under
+``cache_dir()/emu`` (key = release + package list + format version), extracted
+outside the checkout, and served by an sshd started inside a private mount and
+UTS namespace, so its /proc, /sys and /dev mounts vanish with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+from deploy.hostkeys import cache_dir, project_known_hosts
+from pi_setup.errors import EmulatorError
+
+# Bump when the way a root filesystem is built changes, so old caches are not reused.
+FORMAT_VERSION = 1
+
+Progress = Callable[[str], None]
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# Free space needed to build (rootfs ~1 GB, apt archives, the tarball) or to restore.
+BUILD_BYTES = 4 * 1024**3
+RESTORE_BYTES = 2 * 1024**3
+
+DEBOOTSTRAP_TIMEOUT = 45 * 60
+APT_TIMEOUT = 45 * 60
+TAR_TIMEOUT = 15 * 60
+SSHD_START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+# Runs a command chrooted in ROOT inside the (already private) mount and UTS namespace that
+# `unshare` made for it: the mounts and the host name vanish with the last process.
+NAMESPACE_SCRIPT = r"""set -euo pipefail
+root=$1; name=$2; shift 2
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --rbind /dev "$root/dev"
+hostname "$name"
+exec chroot "$root" "$@"
+"""
+
+CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+    "LANG": "C",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One emulated Pi flavour: a Debian release, its packages and where its sshd listens."""
+
+    name: str
+    host: str
+    port: int
+    base: tuple  # installed by debootstrap
+    extra: tuple  # installed afterwards by apt-get inside the chroot
+
+
+_BASE = ("python3", "python3-numpy", "openssh-server", "sudo", "ca-certificates")
+_EXTRA_COMMON = ("python3-opencv", "python3-pip", "python3-venv")
+
+RELEASES = {
+    "bullseye": Release("bullseye", "pi4-emu", 2222, _BASE, ("python3-torch",) + _EXTRA_COMMON),
+    "trixie": Release(
+        "trixie", "pi4-emu-trixie", 2223, _BASE, ("python3-onnxruntime",) + _EXTRA_COMMON
+    ),
+}
+DEFAULT_RELEASE = "bullseye"
+ADDRESS = "127.0.0.1"
+USER = "pi"
+
+
+@dataclass
+class EmuStatus:
+    """What is known about one release's emulator right now."""
+
+    release: str
+    host: str
+    address: str
+    port: int
+    running: bool
+    pid: Optional[int]
+    rootfs: Path
+    rootfs_ready: bool
+    tarball: Path
+    cached: bool
+    key_file: Path
+
+
+# ---------------------------------------------------------------- paths and keys
+
+
+def release_of(name: str) -> Release:
+    """The Release called NAME, or an EmulatorError listing the known ones."""
+    try:
+        return RELEASES[name]
+    except KeyError:
+        known = ", ".join(sorted(RELEASES))
+        raise EmulatorError(f"unknown emulator release {name!r} (known: {known})") from None
+
+
+def state_root() -> Path:
+    """Where extracted root filesystems live: $RETINAFACE_PI_EMU_ROOT or /var/tmp/retinaface-pi/emu."""
+    override = os.environ.get("RETINAFACE_PI_EMU_ROOT")
+    return Path(override) if override else Path("/var/tmp/retinaface-pi/emu")
+
+
+def emu_cache_dir() -> Path:
+    """Cached root filesystem tarballs and the login key: cache_dir()/emu."""
+    return cache_dir() / "emu"
+
+
+def login_key() -> Path:
+    """The private key user `pi` logs in with (generated once)."""
+    return emu_cache_dir() / "id_ed25519"
+
+
+def cache_key(release: Release) -> str:
+    """Short digest of what goes into a root filesystem: release, packages, format version."""
+    blob = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "release": release.name,
+            "base": sorted(release.base),
+            "extra": sorted(release.extra),
+            "user": USER,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _compressor() -> tuple:
+    """(suffix, compress argv, decompress argv): zstd when installed, else gzip."""
+    if shutil.which("zstd"):
+        return ".tar.zst", ["zstd", "-q", "-T0", "-3"], ["zstd", "-q", "-d", "-c"]
+    return ".tar.gz", ["gzip", "-1"], ["gzip", "-d", "-c"]
+
+
+def tarball_path(release: Release) -> Path:
+    """The cached root filesystem of RELEASE for the current cache key."""
+    suffix = _compressor()[0]
+    return emu_cache_dir() / f"{release.name}-{cache_key(release)}{suffix}"
+
+
+def _dirs(release: Release) -> dict:
+    base = state_root() / release.name
+    return {
+        "base": base,
+        "rootfs": base / "rootfs",
+        "build": base / "build",
+        "pid": base / "sshd.pid",
+        "log": base / "sshd.log",
+        "build_log": base / "build.log",
+        "lock": base / ".lock",
+    }
+
+
+STAMP = ".retinaface-pi-emu"
+
+
+def _rootfs_ready(release: Release) -> bool:
+    stamp = _dirs(release)["rootfs"] / STAMP
+    try:
+        return stamp.read_text().strip() == cache_key(release)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- host checks
+
+
+def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = None) -> None:
+    """Check root, binfmt_misc, the qemu-arm handler and free disk; fix what can be fixed.
+
+    Mounts binfmt_misc and enables qemu-arm when they are only switched off; raises an
+    EmulatorError naming the fix otherwise.
+    """
+    if os.geteuid() != 0:
+        raise EmulatorError(
+            "the emulated Pi needs root (debootstrap, chroot, mount namespaces): "
+            "run the task as root, e.g. `sudo invoke emu-up`"
+        )
+    _ensure_binfmt()
+    _ensure_qemu_arm()
+    for path in paths if paths is not None else [state_root(), emu_cache_dir()]:
+        _check_disk(path, need_bytes)
+
+
+def _ensure_binfmt() -> None:
+    if (BINFMT_DIR / "status").exists():
+        return
+    proc = subprocess.run(
+        ["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if proc.returncode != 0 or not (BINFMT_DIR / "status").exists():
+        raise EmulatorError(
+            f"binfmt_misc is not mounted at {BINFMT_DIR} and could not be mounted "
+            f"({proc.stderr.strip() or 'no status file'}): run "
+            f"`mount -t binfmt_misc binfmt_misc {BINFMT_DIR}` as root on the host "
+            "(in a container: start it --privileged or mount it on the host)"
+        )
+
+
+def _qemu_arm_entry() -> Optional[str]:
+    entry = BINFMT_DIR / "qemu-arm"
+    try:
+        return entry.read_text()
+    except OSError:
+        return None
+
+
+def _ensure_qemu_arm() -> None:
+    text = _qemu_arm_entry()
+    if text is None or not text.startswith("enabled"):
+        if shutil.which("update-binfmts"):
+            subprocess.run(
+                ["update-binfmts", "--enable", "qemu-arm"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        text = _qemu_arm_entry()
+    if text is None or not text.startswith("enabled"):
+        raise EmulatorError(
+            f"qemu-arm is not registered in {BINFMT_DIR} (ARM programs cannot run): "
+            "run `apt-get install qemu-user-static binfmt-support` and "
+            "`update-binfmts --enable qemu-arm` as root"
+        )
+    flags = re.search(r"^flags:\s*(\S*)", text, re.M)
+    if not flags or "F" not in flags.group(1):
+        raise EmulatorError(
+            f"the qemu-arm handler in {BINFMT_DIR / 'qemu-arm'} lacks the F (fix-binary) flag, "
+            "so it cannot run inside a chroot: install Debian's `qemu-user-static` "
+            "(it registers with F) and run `update-binfmts --enable qemu-arm`"
+        )
+
+
+def _check_disk(path: Path, need: int) -> None:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise EmulatorError(
+            f"not enough disk for the emulated Pi at {path}: {free / 1e9:.1f} GB free, "
+            f"{need / 1e9:.1f} GB needed; free some space or point "
+            "RETINAFACE_PI_EMU_ROOT / RETINAFACE_PI_CACHE at a larger disk"
+        )
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def mirror_url() -> str:
+    """The Debian mirror this machine's apt uses ($RETINAFACE_PI_MIRROR overrides)."""
+    override = os.environ.get("RETINAFACE_PI_MIRROR")
+    if override:
+        return override
+    files = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"(?:^URIs:|^deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.M):
+            url = match.group(1).rstrip("/")
+            if url.endswith("/debian"):
+                return url
+    return "http://deb.debian.org/debian"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _run_logged(cmd: List[str], log: Path, timeout: float, what: str, env=None) -> None:
+    """Run CMD appending its output to LOG; an EmulatorError with the log tail on failure."""
+    with open(log, "ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                timeout=timeout, env=env,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise EmulatorError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
+    if proc.returncode != 0:
+        raise EmulatorError(
+            f"{what} failed with exit code {proc.returncode} (log: {log}):\n{_tail(log)}"
+        )
+
+
+def _in_namespace(root: Path, name: str, argv: List[str]) -> List[str]:
+    """argv that runs ARGV chrooted in ROOT inside a private mount + UTS namespace."""
+    return [
+        "unshare", "--mount", "--uts", "--propagation", "private",
+        "bash", "-c", NAMESPACE_SCRIPT, "emu-ns", str(root), name, *argv,
+    ]  # fmt: skip
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(release: Release) -> Iterator[None]:
+    """Serialize build/start/stop of one release between processes."""
+    lock = _dirs(release)["lock"]
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a root filesystem tree; refuses while anything is mounted below it."""
+    if not path.exists():
+        return
+    if _mounts_under(path):
+        raise EmulatorError(f"cannot remove {path}: something is still mounted below it")
+    shutil.rmtree(path)
+
+
+def _mounts_under(path: Path) -> List[str]:
+    """Mount points of this mount namespace at or below PATH."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+# ---------------------------------------------------------------- build / restore
+
+
+def ensure_rootfs(release: Release, progress: Progress = lambda _msg: None) -> str:
+    """Make the release's root filesystem ready: 'present', 'restored' from cache or 'built'."""
+    dirs = _dirs(release)
+    if _rootfs_ready(release):
+        return "present"
+    if _running_pid(release) is not None:
+        raise EmulatorError(
+            f"the {release.name} emulator runs on an outdated root filesystem: "
+            f"`invoke emu-down --release {release.name}` first"
+        )
+    tarball = tarball_path(release)
+    if tarball.exists():
+        check_host(RESTORE_BYTES, [state_root()])
+        progress(f"restoring {release.name} root filesystem from {tarball}")
+        _restore(release, tarball)
+        return "restored"
+    check_host(BUILD_BYTES)
+    progress(
+        f"building the {release.name} armhf root filesystem (about 12 min; log {dirs['build_log']})"
+    )
+    build_rootfs(release, progress)
+    return "built"
+
+
+def _restore(release: Release, tarball: Path) -> None:
+    dirs = _dirs(release)
+    _rmtree(dirs["rootfs"])
+    tmp = dirs["base"] / "rootfs.restoring"
+    _rmtree(tmp)
+    tmp.mkdir(parents=True)
+    decompress = _compressor()[2] if tarball.name.endswith(_compressor()[0]) else None
+    if decompress is None:
+        decompress = ["zstd", "-q", "-d", "-c"] if tarball.suffix == ".zst" else ["gzip", "-dc"]
+    log = dirs["build_log"]
+    script = (
+        f"set -o pipefail; {' '.join(decompress)} {_q(tarball)} | "
+        f"tar -x --numeric-owner -p -C {_q(tmp)} -f -"
+    )
+    _run_logged(["bash", "-c", script], log, TAR_TIMEOUT, f"restoring {tarball}")
+    os.replace(tmp, dirs["rootfs"])
+
+
+def _q(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Path:
+    """Build the root filesystem from the Debian mirror, cache it as a tarball, return the tarball."""
+    dirs = _dirs(release)
+    log = dirs["build_log"]
+    work = dirs["build"]
+    dirs["base"].mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    _rmtree(work)
+    mirror = mirror_url()
+    started = time.monotonic()
+
+    def stage(msg: str) -> None:
+        progress(f"[{time.monotonic() - started:5.0f} s] {msg}")
+
+    stage(f"debootstrap {release.name} armhf from {mirror}")
+    _run_logged(
+        [
+            "debootstrap", "--arch=armhf", "--variant=minbase",
+            "--include=" + ",".join(release.base), release.name, str(work), mirror,
+        ],
+        log, DEBOOTSTRAP_TIMEOUT, f"debootstrap of {release.name}",
+    )  # fmt: skip
+
+    # No services may start inside the chroot; dpkg need not fsync under emulation.
+    _atomic_write(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
+    _atomic_write(work / "etc/dpkg/dpkg.cfg.d/retinaface-pi-unsafe-io", "force-unsafe-io\n")
+    _atomic_write(
+        work / "etc/apt/apt.conf.d/90retinaface-pi",
+        'APT::Install-Recommends "false";\nAcquire::Languages "none";\n',
+    )
+    (work / "etc/resolv.conf").unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", work / "etc/resolv.conf")
+
+    stage("apt-get install " + " ".join(release.extra))
+    script = "apt-get update -q && apt-get install -y -q " + " ".join(release.extra)
+    _run_logged(
+        _in_namespace(work, release.host, ["/bin/sh", "-c", script]),
+        log, APT_TIMEOUT, f"apt-get install in the {release.name} root filesystem",
+        env=CHROOT_ENV,
+    )  # fmt: skip
+
+    stage(f"user {USER} with passwordless sudo")
+    _run_logged(
+        ["useradd", "--root", str(work), "-m", "-s", "/bin/bash", "-G", "sudo", "-p", "*", USER],
+        log, 60, f"creating user {USER}",
+    )  # fmt: skip
+    _atomic_write(
+        work / "etc/sudoers.d/010-retinaface-pi", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440
+    )
+    _atomic_write(work / "etc/hostname", release.host + "\n")
+    _atomic_write(work / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {release.host}\n")
+    (work / "usr/sbin/policy-rc.d").unlink()
+    (work / "etc/dpkg/dpkg.cfg.d/retinaface-pi-unsafe-io").unlink()
+    for key in (work / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()  # generated per extraction at start time
+    for deb in (work / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+    (work / "run/sshd").mkdir(parents=True, exist_ok=True)
+    (work / STAMP).write_text(cache_key(release) + "\n")
+
+    tarball = tarball_path(release)
+    stage(f"caching the root filesystem as {tarball}")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tarball.with_name(tarball.name + ".part")
+    compress = " ".join(_compressor()[1])
+    script = (
+        f"set -o pipefail; tar -c --numeric-owner -C {_q(work)} -f - . | {compress} > {_q(tmp)}"
+    )
+    _run_logged(["bash", "-c", script], log, TAR_TIMEOUT, f"writing {tarball}")
+    os.replace(tmp, tarball)
+    for old in tarball.parent.glob(f"{release.name}-*.tar.*"):
+        if old != tarball and not old.name.endswith(".part"):
+            old.unlink()
+
+    _rmtree(dirs["rootfs"])
+    os.replace(work, dirs["rootfs"])
+    stage(f"{release.name} root filesystem ready")
+    return tarball
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _same_root(pid: int, rootfs: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/root") == str(rootfs.resolve())
+    except OSError:
+        return False
+
+
+def _running_pid(release: Release) -> Optional[int]:
+    """The pid of the release's sshd if it runs (checked against its root, not just the pid file)."""
+    dirs = _dirs(release)
+    try:
+        pid = int(dirs["pid"].read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _same_root(pid, dirs["rootfs"]) else None
+
+
+def _is_gone(pid: int) -> bool:
+    """True when PID no longer runs (absent, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def emulator_pids(release: Release) -> List[int]:
+    """Every live process of the release's emulator: chrooted in its root or in sshd's namespace."""
+    rootfs = str(_dirs(release)["rootfs"].resolve())
+    sshd = _running_pid(release)
+    ns = None
+    if sshd is not None:
+        with contextlib.suppress(OSError):
+            ns = os.readlink(f"/proc/{sshd}/ns/mnt")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            root = os.readlink(f"/proc/{pid}/root")
+            pid_ns = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            continue
+        if (root == rootfs or (ns is not None and pid_ns == ns)) and not _is_gone(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+def _wait_gone(pids: List[int], timeout: float) -> List[int]:
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in alive:
+            _reap(pid)
+        alive = [pid for pid in alive if not _is_gone(pid)]
+        if alive:
+            time.sleep(0.1)
+    for pid in pids:
+        _reap(pid)
+    return alive
+
+
+def stop(release: Release) -> List[int]:
+    """Stop the release's sshd and every process in its namespace; return the pids stopped."""
+    dirs = _dirs(release)
+    pids = emulator_pids(release)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    alive = _wait_gone(pids, STOP_TIMEOUT)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    alive = _wait_gone(alive, STOP_TIMEOUT)
+    if alive:
+        raise EmulatorError(
+            f"the {release.name} emulator's processes {alive} survived SIGKILL "
+            f"(stuck in the kernel?): check `ps -o pid,stat,cmd -p {','.join(map(str, alive))}`"
+        )
+    dirs["pid"].unlink(missing_ok=True)
+    return pids
+
+
+def _ensure_login_key() -> Path:
+    key = login_key()
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_name(f".{key.name}.{os.getpid()}")
+        for path in (tmp, Path(f"{tmp}.pub")):
+            path.unlink(missing_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "retinaface-pi-emu", "-f", str(tmp)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        os.replace(f"{tmp}.pub", f"{key}.pub")
+        os.replace(tmp, key)
+    return key
+
+
+def _passwd_ids(rootfs: Path, user: str) -> tuple:
+    for line in (rootfs / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise EmulatorError(f"user {user!r} is missing from {rootfs / 'etc/passwd'}")
+
+
+def _prepare(release: Release) -> None:
+    """Host key (kept per extraction), the login key authorized for pi, sshd's run dir."""
+    rootfs = _dirs(release)["rootfs"]
+    host_key = rootfs / "etc/ssh/ssh_host_ed25519_key"
+    if not host_key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{release.host}", "-f", str(host_key)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    (rootfs / "run/sshd").mkdir(parents=True, exist_ok=True)
+    uid, gid = _passwd_ids(rootfs, USER)
+    ssh_dir = rootfs / "home" / USER / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(ssh_dir, uid, gid)
+    pub = Path(f"{_ensure_login_key()}.pub").read_text()
+    auth = ssh_dir / "authorized_keys"
+    _atomic_write(auth, pub, 0o600)
+    os.chown(auth, uid, gid)
+
+
+def _port_open(port: int, timeout: float = 1.0) -> Optional[bytes]:
+    """The first bytes a server on 127.0.0.1:PORT sends, b'' if it sends none, None if closed."""
+    try:
+        with socket.create_connection((ADDRESS, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            try:
+                return sock.recv(64)
+            except socket.timeout:
+                return b""
+    except OSError:
+        return None
+
+
+def start(release: Release) -> int:
+    """Start sshd for RELEASE in a private namespace; wait until it greets; return its pid."""
+    dirs = _dirs(release)
+    if not _rootfs_ready(release):
+        raise EmulatorError(f"the {release.name} root filesystem at {dirs['rootfs']} is not ready")
+    if _port_open(release.port) is not None:
+        raise EmulatorError(
+            f"port {release.port} on {ADDRESS} is already in use by another program; "
+            f"stop it before `invoke emu-up --release {release.name}`"
+        )
+    _prepare(release)
+    sshd = [
+        "/usr/sbin/sshd", "-D", "-e", "-p", str(release.port),
+        "-o", f"ListenAddress={ADDRESS}",
+        "-o", "HostKey=/etc/ssh/ssh_host_ed25519_key",
+        "-o", "PasswordAuthentication=no",
+        "-o", "KbdInteractiveAuthentication=no",
+        "-o", "PermitRootLogin=no",
+        "-o", "UsePAM=no",
+        "-o", "UseDNS=no",
+        "-o", f"AllowUsers={USER}",
+    ]  # fmt: skip
+    log = open(dirs["log"], "ab")
+    try:
+        proc = subprocess.Popen(
+            _in_namespace(dirs["rootfs"], release.host, sshd),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=CHROOT_ENV, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        log.close()
+    _atomic_write(dirs["pid"], f"{proc.pid}\n")
+    deadline = time.monotonic() + SSHD_START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            dirs["pid"].unlink(missing_ok=True)
+            raise EmulatorError(
+                f"sshd of the {release.name} emulator exited with code {proc.returncode} "
+                f"(log {dirs['log']}):\n{_tail(dirs['log'])}"
+            )
+        banner = _port_open(release.port)
+        if banner and banner.startswith(b"SSH-") and _same_root(proc.pid, dirs["rootfs"]):
+            return proc.pid
+        if time.monotonic() > deadline:
+            stop(release)
+            raise EmulatorError(
+                f"sshd of the {release.name} emulator did not answer on {ADDRESS}:{release.port} "
+                f"within {SSHD_START_TIMEOUT:.0f} s (log {dirs['log']})"
+            )
+        time.sleep(0.2)
+
+
+def record_host_key(release: Release) -> Path:
+    """Write the emulator's host key into the project known_hosts (replacing old lines)."""
+    pub = _dirs(release)["rootfs"] / "etc/ssh/ssh_host_ed25519_key.pub"
+    kind, blob = pub.read_text().split()[:2]
+    marker = f"[{ADDRESS}]:{release.port} "
+    path = project_known_hosts()
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    kept = [line for line in lines if not line.startswith(marker)]
+    kept.append(f"{marker}{kind} {blob}")
+    _atomic_write(path, "\n".join(kept) + "\n", 0o644)
+    return path
+
+
+# ---------------------------------------------------------------- what the tasks call
+
+
+def status(release: Release) -> EmuStatus:
+    """What runs and what is on disk for RELEASE."""
+    dirs = _dirs(release)
+    tarball = tarball_path(release)
+    pid = _running_pid(release)
+    return EmuStatus(
+        release=release.name,
+        host=release.host,
+        address=ADDRESS,
+        port=release.port,
+        running=pid is not None,
+        pid=pid,
+        rootfs=dirs["rootfs"],
+        rootfs_ready=_rootfs_ready(release),
+        tarball=tarball,
+        cached=tarball.exists(),
+        key_file=login_key(),
+    )
+
+
+def up(name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None) -> EmuStatus:
+    """Build or restore the root filesystem, start sshd, trust its host key; idempotent."""
+    release = release_of(name)
+    check_host(0)
+    with _locked(release):
+        ensure_rootfs(release, progress)
+        if _running_pid(release) is None:
+            progress(f"starting sshd of {release.host} on {ADDRESS}:{release.port}")
+            start(release)
+        else:
+            _prepare(release)  # a new login key would otherwise be refused
+        record_host_key(release)
+    return status(release)
+
+
+def down(name: Optional[str] = None) -> List[EmuStatus]:
+    """Stop one release's emulator (or all); return the status of those that were running."""
+    check_host(0, [])
+    names = [name] if name else sorted(RELEASES)
+    stopped = []
+    for each in names:
+        release = release_of(each)
+        with _locked(release):
+            if emulator_pids(release):
+                stop(release)
+                stopped.append(status(release))
+            else:
+                _dirs(release)["pid"].unlink(missing_ok=True)
+    return stopped
+
+
+def status_all() -> List[EmuStatus]:
+    """Status of every known release."""
+    return [status(release_of(name)) for name in sorted(RELEASES)]
