@@ -184,9 +184,8 @@ def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
         again = bw.start_build(conn, _probe_plan(repo), work, local_sources={"pi-probe": repo})
         assert again.already_running and again.pid == started.pid
         assert bw.stop_build(conn, work) == started.pid
-        status = _wait_for(
-            lambda: (s := bw.read_status(conn, work)).state != "running" and s, timeout=20
-        )
+        _wait_for(lambda: bw.read_status(conn, work).state != "running", timeout=20)
+        status = bw.read_status(conn, work)
         assert (status.state, status.stage) == ("interrupted", "pi-probe:build")
         with pytest.raises(WheelError, match="no finished wheel .*interrupted at pi-probe:build"):
             bw.pull_wheels(conn, work, wheels)
