@@ -130,6 +130,103 @@ def detect(
 
 # --- deploy tasks (deploy/) ---
 
+HOST_HELP = "a host or group of the inventory, or a comma list of them (default: local)"
+INVENTORY_HELP = "the inventory file (default: inventory.yaml in the repository)"
+
+
+def _tqdm_progress():
+    """progress_for(host) → callable(done, total) drawing one tqdm byte bar per host."""
+    import threading
+
+    from tqdm import tqdm
+
+    bars, lock = {}, threading.Lock()
+
+    def progress_for(host):
+        def update(done, total):
+            with lock:
+                bar = bars.get(host)
+                if bar is None:
+                    if total == 0:
+                        return
+                    bar = bars[host] = tqdm(
+                        total=total, desc=host, unit="B", unit_scale=True, position=len(bars)
+                    )
+                bar.update(done - bar.n)
+                if done >= total:
+                    bar.close()
+
+        return update
+
+    return progress_for
+
+
+@task(
+    help={
+        "host": HOST_HELP,
+        "yes": "record the key without asking (only after checking the fingerprint elsewhere)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def trust_host(c, host=None, yes=False, inventory=None):
+    """Show a host's SSH key fingerprint and record it in the project known_hosts on confirmation."""
+    from deploy.commands import trust
+
+    def confirm(result):
+        print(f"{result.host}: {result.key_name} presents {result.key_type} {result.fingerprint}")
+        if yes:
+            return True
+        return input("Record this key as trusted? [y/N] ").strip().lower() in ("y", "yes")
+
+    for result in trust(host, confirm, inventory):
+        where = f" in {result.file}" if result.file else ""
+        print(f"{result.host}: {result.status}{where}")
+
+
+@task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP})
+@user_errors
+def facts(c, host=None, inventory=None):
+    """Probe hosts: arch, OS, Python and wheel tag, RAM, free disk, Pi model, temperature."""
+    from deploy.commands import facts as gather
+
+    result = gather(host, inventory)
+    for report in result.reports:
+        if report.result is not None:
+            print(f"== {report.host}")
+            for key, value in report.result.summary().items():
+                print(f"  {key:>12}: {value}")
+    if result.exit_code:
+        print(result.recap())
+        raise Exit(code=result.exit_code)
+
+
+@task(
+    help={
+        "host": HOST_HELP,
+        "check": "show what would change on each host and change nothing",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def deploy(c, host=None, check=False, inventory=None):
+    """Deploy models, the runner and matching wheels to hosts (releases + atomic `current`)."""
+    from deploy.commands import deploy as run_deploy
+
+    result = run_deploy(
+        host,
+        inventory,
+        check=check,
+        progress_for=None if check else _tqdm_progress(),
+        note=_print_progress,
+    )
+    print(result.recap())
+    if result.reports and result.reports[0].log:
+        print(f"logs: {result.reports[0].log.parent}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
 
 # --- emulator tasks (pi_setup/emulator.py) ---
 

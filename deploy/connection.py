@@ -188,6 +188,7 @@ class LocalConnection(HostConnection):
                 capture_output=True,
                 text=True,
                 timeout=timeout,
+                cwd=self.home(),  # like an SSH login: commands start in the home directory
             )
         except subprocess.TimeoutExpired:
             raise DeployError(

@@ -1,0 +1,209 @@
+"""The deploy workflow for one host: facts → release plan → sync → venv → switch `current`.
+
+`deploy_host(conn)` is written once against the host interface, so the local host, an emulated
+Pi and a real Pi go through the same steps. `check=True` reads the host and reports what would
+change without writing anything.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import platform
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from deploy.connection import HostConnection
+from deploy.errors import DeployError
+from deploy.facts import Facts, gather_facts
+from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
+from deploy.render import render
+from deploy.sync import (
+    SyncPlan,
+    activate,
+    apply_sync,
+    plan_sync,
+    read_state,
+    sha256sums,
+    write_text,
+)
+
+# progress(bytes_done, bytes_total) for one host's uploads.
+HostProgress = Callable[[int, int], None]
+
+
+@dataclass
+class DeployOutcome:
+    """What a deploy did (or, with check, would do) on one host."""
+
+    host: str
+    release_id: str
+    check: bool
+    previous: Optional[str]
+    uploaded: list = field(default_factory=list)  # release paths sent
+    bytes_sent: int = 0  # payload bytes (metadata files excluded)
+    metadata_bytes: int = 0  # SHA256SUMS and deploy.json
+    linked: list = field(default_factory=list)  # release paths reused from older releases
+    kept: int = 0  # files already in place
+    venv_created: bool = False
+    installed: list = field(default_factory=list)  # wheels pip-installed
+    switched: bool = False
+    pruned: list = field(default_factory=list)
+    deploy_dir: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.uploaded or self.linked or self.venv_created or self.installed) or (
+            self.switched
+        )
+
+    def summary(self) -> str:
+        """One line for the recap."""
+        if not self.changed:
+            return f"no change: release {self.release_id} is current, 0 bytes sent"
+        verb = "would send" if self.check else "sent"
+        parts = [
+            f"release {self.release_id}: {verb} {len(self.uploaded)} file(s), "
+            f"{self.bytes_sent} bytes" + (f" ({', '.join(self.uploaded)})" if self.uploaded else "")
+        ]
+        if self.linked:
+            parts.append(
+                f"{'would reuse' if self.check else 'reused'} {len(self.linked)} unchanged"
+            )
+        if self.venv_created:
+            parts.append("would create venv" if self.check else "venv created")
+        if self.installed:
+            parts.append(
+                f"{'would install' if self.check else 'installed'} {', '.join(self.installed)}"
+            )
+        if self.switched:
+            parts.append(
+                f"{'would switch' if self.check else 'current'}: {self.previous or '(none)'} → "
+                f"{self.release_id}"
+            )
+        if self.pruned:
+            parts.append(f"pruned {', '.join(self.pruned)}")
+        return "; ".join(parts)
+
+
+def deploy_json(conn: HostConnection, plan: ReleasePlan, facts: Facts) -> str:
+    """The release record kept on the host: what, when, by whom, digests."""
+    record = {
+        "format": 1,
+        "release": plan.id,
+        "host": conn.host.name,
+        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "deployed_by": f"{getpass.getuser()}@{platform.node()}",
+        "runner_wheel": plan.runner_wheel,
+        "wheels": list(plan.wheels),
+        "models": {
+            name: {key: entry.get(key) for key in ("file", "sha256", "bytes", "backend")}
+            for name, entry in plan.manifest.get("models", {}).items()
+        },
+        "files": {item.rel: {"sha256": item.sha256, "bytes": item.size} for item in plan.files},
+        "facts": {
+            "arch": facts.arch,
+            "os_codename": facts.os_codename,
+            "python_version": facts.python_version,
+            "python_tag": facts.python_tag,
+            "platform_tag": facts.platform_tag,
+        },
+    }
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _venv_step(plan: ReleasePlan, state) -> tuple[bool, list[str], list[str]]:
+    """(venv missing, wheels to install, marker lines) for the release's wheelhouse."""
+    wheels = {
+        Path(item.rel).name: item.sha256
+        for item in plan.files
+        if item.rel.startswith("wheelhouse/")
+    }
+    install = [name for name, sha in sorted(wheels.items()) if state.installed.get(name) != sha]
+    if not state.venv:
+        install = sorted(wheels)
+    marker = [f"{sha} {name}" for name, sha in sorted(wheels.items())]
+    return (not state.venv), install, marker
+
+
+def deploy_host(
+    conn: HostConnection,
+    check: bool = False,
+    models_dir: Path = MODELS_DIR,
+    wheels_dir: Path = WHEELS_DIR,
+    runner_wheel: Optional[Path] = None,
+    manifest: Optional[dict] = None,
+    progress: Optional[HostProgress] = None,
+) -> DeployOutcome:
+    """Deploy models, runner and wheels to the host behind `conn` (see module docstring)."""
+    host = conn.host
+    deploy_dir = conn.expand(host.deploy_dir).rstrip("/")
+    if not deploy_dir.startswith("/"):
+        raise DeployError(f"{host.name}: deploy_dir {host.deploy_dir!r} must be absolute or ~/…")
+    facts = gather_facts(conn)
+    if not facts.python:
+        raise DeployError(
+            f"{host.name}: no Python interpreter {host.python!r} on the host "
+            "(install python3, or set the inventory field `python`)"
+        )
+    plan = plan_release(
+        facts.tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest
+    )
+    state = read_state(conn, deploy_dir, plan.id)
+    sync: SyncPlan = plan_sync(plan.files, plan.id, state)
+    venv_missing, install, marker = _venv_step(plan, state)
+    marker_differs = dict(state.installed) != {
+        line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in marker
+    }
+    outcome = DeployOutcome(
+        host=host.name,
+        release_id=plan.id,
+        check=check,
+        previous=state.current,
+        uploaded=[item.rel for item in sync.upload],
+        bytes_sent=sync.upload_bytes,
+        linked=[item.rel for item, _ in sync.link],
+        kept=len(sync.keep),
+        venv_created=venv_missing,
+        installed=install,
+        switched=state.current != plan.id,
+        deploy_dir=deploy_dir,
+    )
+    if check:
+        return outcome
+    release_dir = f"{deploy_dir}/releases/{plan.id}"
+    if sync.changes_files or outcome.switched:
+        total = sync.upload_bytes
+        done = {"base": 0}
+
+        def file_progress(_name: str, sent: int, _size: int) -> None:
+            if progress:
+                progress(done["base"] + sent, total)
+
+        before = conn.bytes_sent
+        uploaded = apply_sync(conn, deploy_dir, sync, progress=file_progress if progress else None)
+        outcome.uploaded = [item.rel for item in uploaded]
+        outcome.bytes_sent = conn.bytes_sent - before
+        if progress:
+            progress(total, total)
+        before = conn.bytes_sent
+        write_text(conn, f"{release_dir}/deploy.json", deploy_json(conn, plan, facts))
+        if not sync.release_complete:
+            write_text(conn, f"{release_dir}/SHA256SUMS", sha256sums(plan.files))
+        outcome.metadata_bytes = conn.bytes_sent - before
+    if venv_missing or install or marker_differs:
+        script = render(
+            "deploy_venv.sh.j2",
+            deploy_dir=deploy_dir,
+            wheelhouse=f"{release_dir}/wheelhouse",
+            python=facts.python,
+            install=install,
+            marker=marker,
+        )
+        conn.run("bash -c " + shlex.quote(script), timeout=1800)
+    if outcome.switched:
+        outcome.pruned = activate(conn, deploy_dir, plan.id, host.keep_releases)
+    return outcome

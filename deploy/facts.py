@@ -1,0 +1,126 @@
+"""Facts probe: what a host is (arch, OS, Python and wheel tags, RAM, disk, Pi model, temperature)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from deploy.connection import HostConnection
+from deploy.errors import DeployError
+from deploy.render import render
+
+
+@dataclass(frozen=True)
+class Facts:
+    """One host's facts, probed read-only by templates/facts.sh.j2."""
+
+    host: str
+    hostname: str
+    machine: str  # uname -m (a 32-bit OS on a 64-bit kernel says aarch64: use `arch`)
+    kernel: str
+    arch: str  # dpkg --print-architecture (armhf, arm64, amd64), or uname -m without dpkg
+    os_id: str
+    os_codename: str
+    os_name: str
+    mem_total_mb: int
+    mem_available_mb: int
+    disk_free_mb: int
+    pi_model: Optional[str]
+    temperature_c: Optional[float]
+    python: Optional[str]  # interpreter path, None when missing
+    python_version: Optional[str]
+    python_tag: Optional[str]  # cp39
+    platform_tag: Optional[str]  # linux_armv7l
+    glibc: Optional[str]
+    tags: tuple = field(default=(), repr=False)  # supported wheel tags, most preferred first
+
+    def summary(self) -> dict:
+        """The facts a person reads (`invoke facts`), in display order."""
+        return {
+            "host": self.host,
+            "hostname": self.hostname,
+            "arch": f"{self.arch} (uname -m: {self.machine})",
+            "os": (self.os_name or self.os_id or "?")
+            + (f" ({self.os_codename})" if self.os_codename not in self.os_name else ""),
+            "kernel": self.kernel,
+            "python": (
+                f"{self.python_version} at {self.python} (wheel tag {self.python_tag}-"
+                f"{self.platform_tag})"
+                if self.python
+                else "missing"
+            ),
+            "ram": f"{self.mem_total_mb} MB ({self.mem_available_mb} MB available)",
+            "disk free": f"{self.disk_free_mb} MB",
+            "pi model": self.pi_model or "not a Raspberry Pi",
+            "temperature": (
+                f"{self.temperature_c:.1f} °C" if self.temperature_c is not None else "unknown"
+            ),
+        }
+
+
+def parse_facts(host: str, text: str) -> Facts:
+    """Facts from the probe's key=value output."""
+    values: dict[str, str] = {}
+    tags: list[str] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "tag":
+            tags.append(value.strip())
+        else:
+            values[key.strip()] = value.strip()
+
+    def number(key: str) -> int:
+        try:
+            return int(values.get(key, "0")) // 1024
+        except ValueError:
+            return 0
+
+    temp = values.get("temperature_c")
+    try:
+        temperature = float(temp) if temp else None
+    except ValueError:
+        temperature = None
+    machine = values.get("machine", "")
+    return Facts(
+        host=host,
+        hostname=values.get("hostname", ""),
+        machine=machine,
+        kernel=values.get("kernel", ""),
+        arch=values.get("arch") or machine,
+        os_id=values.get("os_id", ""),
+        os_codename=values.get("os_codename", ""),
+        os_name=values.get("os_name", ""),
+        mem_total_mb=number("mem_total_kb"),
+        mem_available_mb=number("mem_available_kb"),
+        disk_free_mb=number("disk_free_kb"),
+        pi_model=values.get("pi_model") or None,
+        temperature_c=temperature,
+        python=values.get("python") or None,
+        python_version=values.get("python_version") or None,
+        python_tag=values.get("python_tag") or None,
+        platform_tag=values.get("platform_tag") or None,
+        glibc=values.get("glibc") or None,
+        tags=tuple(tags),
+    )
+
+
+def gather_facts(conn: HostConnection) -> Facts:
+    """Probe the host behind `conn` (read-only: writes nothing on the host)."""
+    script = render(
+        "facts.sh.j2", python=conn.host.python, deploy_dir=conn.expand(conn.host.deploy_dir)
+    )
+    result = conn.run("bash -c " + _quote(script), timeout=60, check=False)
+    if not result.ok:
+        raise DeployError(
+            f"{conn.host.name}: facts probe failed (exit {result.exited}): "
+            f"{result.stderr.strip()[-400:]}"
+        )
+    return parse_facts(conn.host.name, result.stdout)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -1,0 +1,134 @@
+"""Run one per-host workflow over many hosts: bounded thread pool, isolation, recap, exit code.
+
+    result = run_on(hosts, lambda conn: deploy_host(conn), log_dir=Path("build/logs/x"))
+    print(result.recap()); sys.exit(result.exit_code)
+
+The workflow gets an open `HostConnection` and returns anything; `.changed` (if present) marks
+the host `changed` rather than `ok`, `.summary()` (or `str()`) is its recap line. A failure on
+one host never stops the others. Exit code: 0 all ok, 2 some failed, 4 some unreachable
+(Ansible's convention: unreachable wins).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from deploy.connection import HostConnection, open_host
+from deploy.errors import DeployError, InventoryError, UnreachableError
+from deploy.inventory import Host
+
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4
+MAX_WORKERS = 8
+
+
+@dataclass
+class HostReport:
+    """How one host fared."""
+
+    host: str
+    status: str  # ok | changed | failed | unreachable
+    message: str
+    seconds: float
+    log: Optional[Path] = None
+    result: Any = None
+
+
+@dataclass
+class FleetResult:
+    """All hosts' reports, in inventory order, and the exit code."""
+
+    reports: list
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {report.status for report in self.reports}
+        if "unreachable" in statuses:
+            return EXIT_UNREACHABLE
+        if "failed" in statuses:
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def counts(self) -> dict:
+        out = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0}
+        for report in self.reports:
+            out[report.status] += 1
+        return out
+
+    def recap(self) -> str:
+        """A PLAY-RECAP-like table: host, status, seconds, message."""
+        width = max([len("host")] + [len(r.host) for r in self.reports])
+        lines = [f"{'host':<{width}}  {'status':<11}  {'time':>7}  details"]
+        for r in self.reports:
+            lines.append(f"{r.host:<{width}}  {r.status:<11}  {r.seconds:6.1f}s  {r.message}")
+        counts = self.counts()
+        lines.append(
+            "recap: "
+            + ", ".join(f"{key}={value}" for key, value in counts.items())
+            + f" (exit {self.exit_code})"
+        )
+        return "\n".join(lines)
+
+
+def _one(
+    host: Host,
+    workflow: Callable[[HostConnection], Any],
+    log_dir: Optional[Path],
+    connect: Callable[..., HostConnection],
+) -> HostReport:
+    logger = logging.getLogger(f"deploy.run.{host.name}.{uuid.uuid4().hex[:6]}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = None
+    log_path = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{host.name}.log"
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    start = time.monotonic()
+    logger.info("host %s (%s)", host.name, host.target)
+    try:
+        with connect(host, log=logger) as conn:
+            result = workflow(conn)
+        changed = bool(getattr(result, "changed", False))
+        summary = getattr(result, "summary", None)
+        message = summary() if callable(summary) else ("" if result is None else str(result))
+        status = "changed" if changed else "ok"
+    except UnreachableError as error:
+        status, message, result = "unreachable", str(error), None
+    except (DeployError, InventoryError) as error:
+        status, message, result = "failed", str(error), None
+    except Exception as error:  # noqa: BLE001 - a bug on one host must not stop the others
+        status, message, result = "failed", f"internal error: {type(error).__name__}: {error}", None
+        logger.error("%s", traceback.format_exc())
+    seconds = time.monotonic() - start
+    logger.info("%s after %.1f s: %s", status, seconds, message)
+    if handler is not None:
+        logger.removeHandler(handler)
+        handler.close()
+    return HostReport(host.name, status, message, seconds, log_path, result)
+
+
+def run_on(
+    hosts: Iterable[Host],
+    workflow: Callable[[HostConnection], Any],
+    max_workers: int = MAX_WORKERS,
+    log_dir: Optional[Path] = None,
+    connect: Callable[..., HostConnection] = open_host,
+) -> FleetResult:
+    """Run `workflow(conn)` on every host in parallel (at most `max_workers` at once)."""
+    hosts = list(hosts)
+    if not hosts:
+        return FleetResult([])
+    workers = max(1, min(max_workers, len(hosts)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
+        futures = [pool.submit(_one, host, workflow, log_dir, connect) for host in hosts]
+        return FleetResult([future.result() for future in futures])

@@ -1,0 +1,171 @@
+"""File sync of one release to a host: sha256 manifest on the host, unchanged files skipped.
+
+Layout under `deploy_dir`: `releases/<id>/…` (one per content), `current` → `releases/<id>`
+switched atomically at the very end, the newest `keep_releases` kept. A file already on the
+host (in the target release or any complete older one, per their SHA256SUMS) is hard-linked
+instead of sent; a new file goes to a temp name, is verified by sha256, then renamed in place.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from deploy.connection import HostConnection
+from deploy.errors import DeployError
+from deploy.release import ReleaseFile
+from deploy.render import render
+
+METADATA = ("SHA256SUMS", "deploy.json")
+
+
+@dataclass
+class RemoteState:
+    """What the deploy directory holds now (from templates/deploy_state.sh.j2)."""
+
+    current: Optional[str] = None
+    releases: dict = field(default_factory=dict)  # id -> (mtime, complete)
+    sums: dict = field(default_factory=dict)  # sha256 -> absolute path of a verified copy
+    have: dict = field(default_factory=dict)  # rel -> sha256 present in the target release
+    parts: list = field(default_factory=list)  # leftovers of interrupted uploads
+    venv: bool = False
+    installed: dict = field(default_factory=dict)  # wheel file name -> sha256
+
+
+def parse_state(text: str, deploy_dir: str, target: str = "") -> RemoteState:
+    """RemoteState from the probe's lines; sums of the current release are preferred.
+
+    The target release's own SHA256SUMS are ignored: its files are hashed as they are (`have`).
+    """
+    state = RemoteState()
+    sums: list[tuple[str, str, str]] = []
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "current":
+            state.current = rest.strip()
+        elif kind == "release":
+            rid, mtime, complete = rest.split()
+            state.releases[rid] = (int(mtime), complete == "1")
+        elif kind == "sum":
+            rid, sha, rel = rest.split(" ", 2)
+            if rid != target:
+                sums.append((rid, sha, rel))
+        elif kind == "have":
+            sha, rel = rest.split(" ", 1)
+            state.have[rel] = sha
+        elif kind == "part":
+            state.parts.append(rest)
+        elif kind == "venv":
+            state.venv = rest.strip() == "yes"
+        elif kind == "installed":
+            sha, _, name = rest.partition(" ")
+            state.installed[name.strip()] = sha
+    # Newest release first, the current one before all: its files are the likeliest intact.
+    order = sorted(state.releases, key=lambda rid: -state.releases[rid][0])
+    if state.current in order:
+        order.remove(state.current)
+        order.insert(0, state.current)
+    rank = {rid: index for index, rid in enumerate(order)}
+    for rid, sha, rel in sorted(sums, key=lambda item: rank.get(item[0], 1 << 30)):
+        state.sums.setdefault(sha, f"{deploy_dir}/releases/{rid}/{rel}")
+    return state
+
+
+def read_state(conn: HostConnection, deploy_dir: str, release_id: str) -> RemoteState:
+    """Probe `deploy_dir` on the host (read-only)."""
+    script = render("deploy_state.sh.j2", deploy_dir=deploy_dir, release_id=release_id)
+    result = conn.run("bash -c " + shlex.quote(script), timeout=300)
+    return parse_state(result.stdout, deploy_dir, release_id)
+
+
+@dataclass
+class SyncPlan:
+    """What syncing a release will do: keep, link from an older release, or upload each file."""
+
+    release_id: str
+    keep: list = field(default_factory=list)  # ReleaseFile already in place
+    link: list = field(default_factory=list)  # (ReleaseFile, source path on the host)
+    upload: list = field(default_factory=list)  # ReleaseFile to send
+    release_complete: bool = False  # target release exists with SHA256SUMS and every file
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(item.size for item in self.upload)
+
+    @property
+    def changes_files(self) -> bool:
+        return bool(self.link or self.upload) or not self.release_complete
+
+
+def plan_sync(files, release_id: str, state: RemoteState) -> SyncPlan:
+    """Decide per file: already there, hard link from an older release, or upload."""
+    plan = SyncPlan(release_id)
+    for item in files:
+        if state.have.get(item.rel) == item.sha256:
+            plan.keep.append(item)
+        elif item.sha256 in state.sums:
+            plan.link.append((item, state.sums[item.sha256]))
+        else:
+            plan.upload.append(item)
+    complete = state.releases.get(release_id, (0, False))[1]
+    plan.release_complete = complete and not plan.link and not plan.upload
+    return plan
+
+
+def apply_sync(
+    conn: HostConnection,
+    deploy_dir: str,
+    plan: SyncPlan,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> list[ReleaseFile]:
+    """Make `releases/<id>` hold every planned file; returns the files uploaded."""
+    release_dir = f"{deploy_dir}/releases/{plan.release_id}"
+    links = [
+        {"rel": item.rel, "source": source, "sha256": item.sha256} for item, source in plan.link
+    ]
+    script = render("deploy_link.sh.j2", release_dir=release_dir, links=links)
+    out = conn.run("bash -c " + shlex.quote(script), timeout=600).stdout
+    bad = {line[4:].strip() for line in out.splitlines() if line.startswith("bad ")}
+    uploads = list(plan.upload) + [item for item, _ in plan.link if item.rel in bad]
+    for item in uploads:
+        conn.put(item.local, f"{release_dir}/{item.rel}", sha256=item.sha256, progress=progress)
+    return uploads
+
+
+def write_text(conn: HostConnection, remote: str, text: str) -> int:
+    """Write a small text file on the host atomically (via a local temp file and `put`)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(remote).name
+        local.write_text(text, encoding="utf-8")
+        return conn.put(local, remote)
+
+
+def sha256sums(files) -> str:
+    """SHA256SUMS text (sha256sum format) of release files."""
+    return "".join(f"{item.sha256}  {item.rel}\n" for item in sorted(files, key=lambda f: f.rel))
+
+
+def activate(conn: HostConnection, deploy_dir: str, release_id: str, keep: int) -> list[str]:
+    """Point `current` at the release (atomic rename) and prune; returns pruned release ids."""
+    script = render(
+        "deploy_activate.sh.j2", deploy_dir=deploy_dir, release_id=release_id, keep=keep
+    )
+    out = conn.run("bash -c " + shlex.quote(script), timeout=300).stdout
+    return [line.split()[1] for line in out.splitlines() if line.startswith("pruned ")]
+
+
+def verify_release(conn: HostConnection, deploy_dir: str, release_id: str) -> None:
+    """Check every file of a release against its SHA256SUMS on the host."""
+    release = f"{deploy_dir}/releases/{release_id}"
+    result = conn.run(
+        f"cd {shlex.quote(release)} && sha256sum -c --quiet SHA256SUMS", check=False, timeout=300
+    )
+    if not result.ok:
+        raise DeployError(
+            f"{conn.host.name}: release {release_id} fails its SHA256SUMS: "
+            f"{(result.stdout + result.stderr).strip()[-400:]}"
+        )
