@@ -227,7 +227,6 @@ def deploy(c, host=None, check=False, inventory=None):
         raise Exit(code=result.exit_code)
 
 
-
 # --- emulator tasks (pi_setup/emulator.py) ---
 
 
@@ -284,6 +283,192 @@ def emu_status(c):
 
 
 # --- wheel tasks (pi_setup/ wheels) ---
+
+BUILDER_HELP = "the build host: pi4, pi4-emu (after `invoke emu-up`), or any armhf inventory host"
+PACKAGES_HELP = "comma list of torch, torchvision, pi-probe (torchvision pulls in torch)"
+
+
+def _wheel_config(c, key, default=None):
+    """A `wheels.KEY` value from invoke configuration (invoke.yaml or INVOKE_WHEELS_KEY)."""
+    try:
+        return c.config.get("wheels", {}).get(key, default)
+    except AttributeError:
+        return default
+
+
+def _byte_bar(desc, total, initial):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, leave=True)
+
+
+@task(
+    help={
+        "host": "take OS codename, Python and arch from this inventory host's facts (or group/list)",
+        "os": "OS codename without a host: bullseye or buster",
+        "python": "Python version without a host, e.g. 3.9",
+        "version": "onnxruntime version (default 1.9.1)",
+        "mirror": "base URL (<mirror>/<os>/<file>) or local directory with a copy of the wheels; "
+        "config key wheels.mirror",
+        "update_lock": "record sha256 and size of newly verified wheels in wheels/lock.yaml",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def fetch_ort(
+    c,
+    host=None,
+    os=None,
+    python=None,
+    version="1.9.1",
+    mirror=None,
+    update_lock=False,
+    inventory=None,
+):
+    """Download the onnxruntime armv7l wheel into wheels/, verified against wheels/lock.yaml."""
+    from pi_setup import ort
+    from pi_setup.errors import WheelError
+
+    if host and (os or python):
+        raise WheelError("give --host, or --os with --python, not both")
+    if host:
+        targets = ort.targets_for_hosts(host, inventory)
+    elif os and python:
+        targets = [ort.Target(os, python)]
+    else:
+        raise WheelError("give --host NAME, or --os CODENAME --python X.Y")
+    fetched = ort.fetch_for_targets(
+        targets,
+        version,
+        mirror=mirror or _wheel_config(c, "mirror"),
+        progress=_byte_bar,
+        update_lock=update_lock,
+    )
+    for item in fetched:
+        who = f"{item.target.host}: " if item.target.host else ""
+        how = "cached" if item.result.cached else f"downloaded from {item.result.url}"
+        print(f"{who}{item.result.path} ({item.result.size:,} bytes, {how})")
+        print(f"  sha256 {item.result.sha256}; blob SHA-1 matches the lock")
+        if item.lock_updated:
+            print(f"  recorded sha256 and size in {ort.LOCK_PATH}")
+    pip, apt = ort.host_requirements(fetched[0].result.path) if fetched else ([], [])
+    if pip or apt:
+        print(f"deploy installs it with: pip {' '.join(pip)}; apt {' '.join(apt)}")
+
+
+@task(
+    help={
+        "builder": BUILDER_HELP,
+        "packages": PACKAGES_HELP,
+        "jobs": "parallel compile jobs (MAX_JOBS); 2 fits a 4 GB Pi 4, more needs swap",
+        "source": "DIR|URL replacing the git source (name=DIR|URL,… for several packages); "
+        "a local git repository is sent to the builder as a bundle",
+        "print_script": "print the rendered recipe and exit (probes the builder if one is given)",
+        "follow": "stream the build log until it ends, then pull the wheels into wheels/",
+        "add_swap": "create a swap file (/var/swap.retinaface-pi) when RAM+swap is too small",
+        "no_apt": "skip the apt-get step (build dependencies already installed)",
+        "work_dir": "build directory on the builder (default ~/retinaface-pi-build)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def build_wheels(
+    c,
+    builder=None,
+    packages="torch,torchvision",
+    jobs=2,
+    source=None,
+    print_script=False,
+    follow=False,
+    add_swap=False,
+    no_apt=False,
+    work_dir="~/retinaface-pi-build",
+    inventory=None,
+):
+    """Build torch 1.7.0 / torchvision 0.8.1 armv7l wheels on a Pi (detached; rerun resumes)."""
+    import sys
+
+    from pi_setup import build_wheels as bw
+    from pi_setup.errors import WheelError
+
+    names = [name.strip() for name in packages.split(",") if name.strip()]
+    if print_script:
+        print(
+            bw.script_for(
+                builder,
+                names,
+                inventory=inventory,
+                jobs=int(jobs),
+                source=source,
+                add_swap=add_swap,
+                apt=not no_apt,
+            ),
+            end="",
+        )
+        return
+    if not builder:
+        raise WheelError("give --builder HOST (e.g. pi4, or pi4-emu after `invoke emu-up`)")
+
+    def out(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    outcome = bw.build_wheels_on(
+        builder,
+        names,
+        inventory=inventory,
+        jobs=int(jobs),
+        source=source,
+        add_swap=add_swap,
+        apt=not no_apt,
+        work=work_dir,
+        follow=follow,
+        out=out,
+    )
+    started = outcome.started
+    kind = "emulated " if outcome.info.emulated else ""
+    if started.already_running:
+        print(f"{outcome.host}: a build is already running (pid {started.pid})")
+    else:
+        print(
+            f"{outcome.host}: started on {kind}{outcome.info.os_codename} "
+            f"{outcome.info.python_tag} (pid {started.pid})"
+        )
+    print(f"  log: {started.work}/build.log")
+    for wheel in outcome.pulled:
+        print(f"  {wheel.path} ({wheel.size:,} bytes, sha256 {wheel.sha256[:16]}…)")
+    if not follow:
+        print(
+            f"  follow: invoke build-wheels --builder {builder} --follow | "
+            f"status: invoke build-status --builder {builder}"
+        )
+
+
+@task(
+    help={
+        "builder": BUILDER_HELP,
+        "pull": "copy finished wheels into wheels/ and update wheels/manifest.json",
+        "work_dir": "build directory on the builder (default ~/retinaface-pi-build)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def build_status(c, builder, pull=False, work_dir="~/retinaface-pi-build", inventory=None):
+    """Show the wheel build's state on a builder: stage, elapsed time, finished wheels."""
+    from pi_setup import build_wheels as bw
+
+    status, pulled = bw.status_on(builder, inventory=inventory, work=work_dir, pull=pull)
+    elapsed = status.elapsed
+    clock = f"{elapsed // 3600}h{elapsed % 3600 // 60:02d}m{elapsed % 60:02d}s" if elapsed else "-"
+    print(f"{builder}: {status.state}; stage {status.stage or '-'}; elapsed {clock}")
+    if status.detail and status.state != "finished":
+        print(f"  last event: {status.detail}")
+    for name, seconds in status.seconds.items():
+        print(f"  {name} compiled in {seconds // 60} min {seconds % 60} s")
+    for name in status.wheels:
+        print(f"  finished: {name}")
+    for wheel in pulled:
+        print(f"  pulled: {wheel.path} ({'copied' if wheel.copied else 'already here'})")
 
 
 # --- bench tasks ---

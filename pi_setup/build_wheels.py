@@ -672,3 +672,149 @@ def parse_sources(text: Optional[str], names: Sequence[str]) -> Dict[str, str]:
         else:
             raise WheelError(f"--source {item!r}: expected name=DIR|URL")
     return result
+
+
+# --- what the tasks call (tasks.py only parses flags and prints) --------------------------
+
+
+def open_builder(name: str, inventory: Optional[str] = None):
+    """A host connection to the one builder named in the inventory."""
+    from deploy.connection import open_host
+    from deploy.inventory import load_inventory
+
+    hosts = load_inventory(inventory).select(name)
+    if len(hosts) != 1:
+        raise WheelError(f"--builder {name}: names {len(hosts)} hosts; give exactly one")
+    return open_host(hosts[0])
+
+
+def builder_facts(conn) -> Dict[str, Any]:
+    """The builder's facts for the manifest (deploy.facts, without the long tag list)."""
+    from deploy.facts import gather_facts
+
+    facts = asdict(gather_facts(conn))
+    facts.pop("tags", None)
+    return facts
+
+
+def split_sources(sources: Dict[str, str]) -> Tuple[Dict[str, str], Dict[str, Path]]:
+    """Sources that are git repositories on this machine are sent as bundles; others
+    (URLs, paths on the builder) are cloned by the builder as given."""
+    local = {name: Path(value) for name, value in sources.items() if Path(value).is_dir()}
+    return sources, local
+
+
+def plan_for_builder(
+    info: BuilderInfo,
+    packages: Sequence[str],
+    jobs: int = DEFAULT_JOBS,
+    sources: Optional[Dict[str, str]] = None,
+    add_swap: bool = False,
+    apt: bool = True,
+    allow_any_arch: bool = False,
+) -> BuildPlan:
+    """The plan for this builder: its OS and whether it is emulated shape the recipe."""
+    if info.dpkg_arch != "armhf" and not allow_any_arch:
+        raise WheelError(
+            f"builder is {info.dpkg_arch} ({info.machine}), not armhf: its wheels would not run "
+            "on a 32-bit Raspberry Pi OS (use a Pi, or pi4-emu after `invoke emu-up`)"
+        )
+    return make_plan(
+        packages,
+        jobs=jobs,
+        sources=sources,
+        emulated=info.emulated,
+        add_swap=add_swap,
+        os_codename=info.os_codename,
+        apt=apt,
+    )
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What `build_wheels_on` did."""
+
+    host: str
+    started: StartResult
+    plan: BuildPlan
+    info: BuilderInfo
+    status: Optional[BuildStatus] = None
+    pulled: Tuple[PulledWheel, ...] = ()
+
+
+def build_wheels_on(
+    builder: str,
+    packages: Sequence[str],
+    *,
+    inventory: Optional[str] = None,
+    jobs: int = DEFAULT_JOBS,
+    source: Optional[str] = None,
+    add_swap: bool = False,
+    apt: bool = True,
+    work: str = DEFAULT_WORK_DIR,
+    follow: bool = False,
+    out: Callable[[str], None] = lambda text: None,
+    dest: Path = WHEELS_DIR,
+    poll: float = 5.0,
+    timeout: Optional[float] = None,
+    allow_any_arch: bool = False,
+) -> BuildOutcome:
+    """Start (or resume) the build detached on the builder; with `follow`, stream the log to
+    `out` until it ends, then pull finished wheels into `dest` with the manifest."""
+    sources, local = split_sources(parse_sources(source, packages))
+    with open_builder(builder, inventory) as conn:
+        info = probe_builder(conn)
+        plan = plan_for_builder(info, packages, jobs, sources, add_swap, apt, allow_any_arch)
+        started = start_build(conn, plan, work, local_sources=local)
+        outcome = BuildOutcome(conn.host.name, started, plan, info)
+        if not follow:
+            return outcome
+        for text in follow_log(conn, work, poll=poll, timeout=timeout):
+            out(text)
+        status = read_status(conn, work)
+        if status.state != "finished":
+            raise WheelError(
+                f"{conn.host.name}: build {status.state} at {status.stage} ({status.detail}); "
+                f"see {started.work}/build.log; run again to resume"
+            )
+        pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn))
+        return replace(outcome, status=status, pulled=tuple(pulled))
+
+
+def status_on(
+    builder: str,
+    *,
+    inventory: Optional[str] = None,
+    work: str = DEFAULT_WORK_DIR,
+    pull: bool = False,
+    dest: Path = WHEELS_DIR,
+) -> Tuple[BuildStatus, List[PulledWheel]]:
+    """The build's state on the builder; with `pull`, also copy its finished wheels."""
+    with open_builder(builder, inventory) as conn:
+        status = read_status(conn, work)
+        pulled: List[PulledWheel] = []
+        if pull:
+            pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn))
+        return status, pulled
+
+
+def script_for(
+    builder: Optional[str],
+    packages: Sequence[str],
+    *,
+    inventory: Optional[str] = None,
+    jobs: int = DEFAULT_JOBS,
+    source: Optional[str] = None,
+    add_swap: bool = False,
+    apt: bool = True,
+    emulated: bool = False,
+    os_codename: str = "bullseye",
+) -> str:
+    """The recipe that would run: probed on the builder when one is named, else from flags."""
+    sources = parse_sources(source, packages)
+    if builder:
+        with open_builder(builder, inventory) as conn:
+            info = probe_builder(conn)
+        return render_script(plan_for_builder(info, packages, jobs, sources, add_swap, apt, True))
+    plan = make_plan(packages, jobs, sources, emulated, add_swap, os_codename, apt=apt)
+    return render_script(plan)

@@ -107,7 +107,7 @@ def python_tag(python: str) -> str:
     text = str(python).strip()
     if re.fullmatch(r"cp\d{2,3}", text):
         return text
-    match = re.fullmatch(r"(\d)\.?(\d{1,2})", text)
+    match = re.fullmatch(r"(\d)\.?(\d{1,2})(\.\d+)?", text)
     if not match:
         raise WheelError(f"--python {python!r}: expected a version like 3.9")
     return f"cp{match.group(1)}{match.group(2)}"
@@ -407,6 +407,71 @@ def record_sha256(lock_path: Path, wheel: OrtWheel, sha256: str, size: int) -> b
         tmp.write_text("".join(lines))
         os.replace(tmp, lock_path)
     return changed
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a wheel must run: OS codename, Python and arch (from facts or from flags)."""
+
+    os: str
+    python: str
+    arch: str = "armv7l"
+    host: Optional[str] = None
+
+
+def targets_for_hosts(host_spec: str, inventory: Optional[str] = None) -> List[Target]:
+    """The OS codename / Python / arch of each selected inventory host, from its facts."""
+    from deploy.connection import open_host
+    from deploy.facts import gather_facts
+    from deploy.inventory import load_inventory
+
+    targets = []
+    for host in load_inventory(inventory).select(host_spec):
+        with open_host(host) as conn:
+            facts = gather_facts(conn)
+        if not facts.python_tag:
+            raise WheelError(f"{host.name}: no Python interpreter found ({host.python})")
+        if not facts.os_codename:
+            raise WheelError(f"{host.name}: cannot tell the OS codename (/etc/os-release)")
+        targets.append(Target(facts.os_codename, facts.python_tag, facts.arch, host.name))
+    return targets
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One target's wheel and what fetching it did."""
+
+    target: Target
+    wheel: OrtWheel
+    result: FetchResult
+    lock_updated: bool
+
+
+def fetch_for_targets(
+    targets: List[Target],
+    version: str = DEFAULT_VERSION,
+    *,
+    lock_path: Path = LOCK_PATH,
+    dest: Path = WHEELS_DIR,
+    mirror: Optional[str] = None,
+    progress: Optional[ProgressFactory] = None,
+    update_lock: bool = False,
+) -> List[Fetched]:
+    """Select (all first, so a missing one fails before any download) and fetch each target's wheel."""
+    lock = load_lock(lock_path)
+    chosen = [(t, select_wheel(lock, t.os, t.python, version, t.arch)) for t in targets]
+    done: Dict[Tuple[str, str], FetchResult] = {}
+    out = []
+    for target, wheel in chosen:
+        key = (wheel.os, wheel.file)
+        if key not in done:
+            done[key] = fetch(lock, wheel, dest, mirror=mirror, progress=progress)
+        result = done[key]
+        updated = False
+        if update_lock and (wheel.sha256 is None or wheel.size is None):
+            updated = record_sha256(lock_path, wheel, result.sha256, result.size)
+        out.append(Fetched(target, wheel, result, updated))
+    return out
 
 
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
