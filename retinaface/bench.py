@@ -1,0 +1,542 @@
+"""The benchmark that runs on the host: `python -m retinaface.runner bench --models DIR ...`.
+
+Per model variant the host can run: load, one first inference, warm-up runs, then timed runs in
+K windows (each with a minimum count and a minimum duration), timing pre-process, inference,
+post-process and end to end separately on a real photo; telemetry before and after; a variant
+whose throttle bits changed is marked invalid. Torch-free core, Python 3.7+, numpy 1.16+.
+"""
+
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+from . import telemetry
+from .config import CONF_THRESHOLD
+from .errors import ModelError
+
+RESULT_FORMAT = 1
+STAGES = ("pre", "infer", "post", "e2e")
+STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "opencv")
+DEFAULT_SIZE = (640, 480)
+DEFAULT_WARMUP = 5
+DEFAULT_RUNS = 50
+DEFAULT_WINDOWS = 5
+DEFAULT_MIN_TIME = 1.0  # seconds of timed runs per variant, at least
+DEFAULT_MAX_TIME = 300.0  # stop a variant's timed runs after this many seconds
+PROGRESS_EVERY = 0.5  # seconds between progress file updates
+IMPORTS = {"onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch"}
+
+# progress(event) with event = {"variant", "index", "count", "phase", "done", "total"}.
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and how (the `bench` command line)."""
+
+    models_dir: str
+    image: str
+    variants: Optional[List[str]] = None  # None: DEFAULT_VARIANTS
+    size: Tuple[int, int] = DEFAULT_SIZE
+    threads: Optional[int] = None  # None: the runtime's default
+    warmup: int = DEFAULT_WARMUP
+    runs: int = DEFAULT_RUNS
+    windows: int = DEFAULT_WINDOWS
+    min_time_s: float = DEFAULT_MIN_TIME
+    max_time_s: float = DEFAULT_MAX_TIME
+    conf_threshold: float = CONF_THRESHOLD
+    cooldown_below_c: Optional[float] = None
+    cooldown_max_s: float = 120.0
+    telemetry_root: str = "/"
+
+
+@dataclass
+class VariantPlan:
+    """One requested variant resolved against manifest.json (or the reason it cannot run)."""
+
+    name: str
+    backend: Optional[str] = None
+    file: Optional[str] = None
+    path: Optional[str] = None
+    sha256: Optional[str] = None
+    skipped: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+
+def summarize(samples_ms):
+    """p50/p90/p99/mean/std/min/max (ms, 3 decimals) of a list of latencies in milliseconds."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no samples to summarize")
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    stats = {
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "mean": values.mean(),
+        "std": values.std(ddof=1) if values.size > 1 else 0.0,
+        "min": values.min(),
+        "max": values.max(),
+    }
+    return {key: round(float(stats[key]), 3) for key in STATS}
+
+
+def load_manifest(models_dir):
+    """manifest.json of a deployed models directory."""
+    path = os.path.join(str(models_dir), "manifest.json")
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+        models = manifest["models"]
+        if not isinstance(models, dict):
+            raise TypeError("models is not a mapping")
+    except (IOError, OSError) as error:
+        raise ModelError("cannot read {}: {}".format(path, error)) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelError("{}: not a models manifest ({})".format(path, error)) from None
+    return manifest
+
+
+def missing_runtime(backend):
+    """Why `backend` cannot run on this host (its package does not import), or None."""
+    module = IMPORTS.get(backend)
+    if module is None:
+        return "unknown backend {!r}".format(backend)
+    try:
+        __import__(module)
+    except Exception as error:  # ImportError, or a broken binary wheel raising anything
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        return "{} cannot be imported on this host ({}: {})".format(
+            module, type(error).__name__, first
+        )
+    return None
+
+
+def runtime_versions():
+    """Versions of the packages the benchmark may use (only those already importable)."""
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for backend, module in sorted(IMPORTS.items()):
+        if missing_runtime(backend) is None:
+            versions[module] = getattr(sys.modules[module], "__version__", "?")
+    return versions
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_variant(name, manifest, models_dir, size):
+    """Resolve `name` against the manifest; `skipped` says why it cannot run here."""
+    models = manifest["models"]
+    plan = VariantPlan(name=name)
+    if name == "opencv":
+        # cv2.dnn needs the static, simplified graph exported at the benchmark's input size.
+        wanted = "fp32-static-{}x{}".format(size[0], size[1])
+        entry = models.get(wanted)
+        plan.backend = "opencv"
+        if entry is None:
+            statics = sorted(key for key in models if key.startswith("fp32-static-"))
+            plan.skipped = "needs {} in manifest.json for --size {}x{} (has: {})".format(
+                wanted, size[0], size[1], ", ".join(statics) or "no static model"
+            )
+            return plan
+    else:
+        entry = models.get(name)
+        if entry is None:
+            plan.skipped = "not in manifest.json (has: {})".format(", ".join(sorted(models)))
+            return plan
+        plan.backend = entry.get("backend") or "onnxruntime"
+    plan.file = entry.get("file")
+    plan.sha256 = entry.get("sha256")
+    plan.extra = {k: entry[k] for k in ("opset", "bytes", "input_size") if k in entry}
+    if not plan.file:
+        plan.skipped = "manifest.json entry has no file"
+        return plan
+    plan.path = os.path.join(str(models_dir), plan.file)
+    if not os.path.isfile(plan.path):
+        plan.skipped = "model file {} is missing".format(plan.path)
+        return plan
+    if plan.sha256 and sha256_file(plan.path) != plan.sha256:
+        plan.skipped = "{}: sha256 differs from manifest.json (redeploy)".format(plan.path)
+        return plan
+    reason = missing_runtime(plan.backend)
+    if reason:
+        plan.skipped = reason
+    return plan
+
+
+def _windows_plan(config):
+    windows = max(1, int(config.windows))
+    per_window = max(1, int(math.ceil(max(1, config.runs) / float(windows))))
+    return windows, per_window, max(0.0, config.min_time_s) / windows
+
+
+def time_one(detector, image):
+    """(pre, infer, post, e2e) in ms for one frame, and the faces found."""
+    clock = time.perf_counter
+    t0 = clock()
+    blob = detector.preprocess(image)
+    t1 = clock()
+    outputs = detector.infer(blob)
+    t2 = clock()
+    faces = detector.postprocess(outputs, blob.shape, image.shape)
+    t3 = clock()
+    return ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - t0) * 1e3), faces
+
+
+class _Ticker(object):
+    """Forwards progress events, at most every PROGRESS_EVERY seconds unless forced."""
+
+    def __init__(self, progress, base):
+        self.progress, self.base, self.last = progress, base, 0.0
+
+    def __call__(self, phase, done=0, total=0, force=False):
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            event = dict(self.base, phase=phase, done=done, total=total)
+            self.progress(event)
+
+
+def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
+    """Measure one runnable variant; returns its JSON record."""
+    from .detector import Detector
+
+    record = {
+        "status": "ok",
+        "skipped": None,
+        "backend": plan.backend,
+        "file": plan.file,
+        "sha256": plan.sha256,
+        "model": plan.extra,
+        "valid": True,
+        "invalid_reasons": [],
+        "warnings": [],
+    }
+    if config.cooldown_below_c is not None:
+        tick("cooldown", force=True)
+        record["cooldown"] = telemetry.cool_down(
+            config.cooldown_below_c,
+            config.cooldown_max_s,
+            lambda: telemetry.read_temperature(config.telemetry_root),
+        )
+        if record["cooldown"]["reached"] is False:
+            record["warnings"].append(
+                "still {:.1f} C after waiting {:.0f} s to cool below {:.1f} C".format(
+                    record["cooldown"]["end_c"], config.cooldown_max_s, config.cooldown_below_c
+                )
+            )
+    before = snapshot(config.telemetry_root)
+    tick("load", force=True)
+    started = time.perf_counter()
+    detector = Detector(
+        plan.path,
+        backend=plan.backend,
+        size=tuple(config.size),
+        conf_threshold=config.conf_threshold,
+        threads=config.threads,
+    )
+    record["init_ms"] = round((time.perf_counter() - started) * 1e3, 3)
+    record["input_size"] = list(detector.input_size(image))
+    times, faces = time_one(detector, image)
+    record["first_ms"] = round(times[3], 3)
+    for index in range(config.warmup):
+        tick("warmup", index, config.warmup)
+        time_one(detector, image)
+    windows, per_window, window_time = _windows_plan(config)
+    total = windows * per_window
+    samples = [[] for _ in STAGES]
+    window_records = []
+    deadline = time.perf_counter() + config.max_time_s
+    done = 0
+    for _ in range(windows):
+        gc.collect()
+        count, window_start = 0, time.perf_counter()
+        while True:
+            times, faces = time_one(detector, image)
+            for bucket, value in zip(samples, times):
+                bucket.append(value)
+            count += 1
+            done += 1
+            tick("timed", done, total)
+            now = time.perf_counter()
+            if count >= per_window and now - window_start >= window_time:
+                break
+            if now >= deadline:
+                break
+        seconds = time.perf_counter() - window_start
+        window_records.append(
+            {"runs": count, "seconds": round(seconds, 4), "fps": round(count / seconds, 3)}
+        )
+        if time.perf_counter() >= deadline:
+            record["warnings"].append(
+                "stopped after --max-time {:.0f} s with {} timed runs".format(
+                    config.max_time_s, done
+                )
+            )
+            break
+    after = snapshot(config.telemetry_root)
+    record["runs"] = done
+    record["windows"] = window_records
+    record["fps"] = round(float(np.median([w["fps"] for w in window_records])), 3)
+    record["stages"] = {stage: summarize(bucket) for stage, bucket in zip(STAGES, samples)}
+    record["samples_ms"] = {
+        stage: [round(value, 3) for value in bucket] for stage, bucket in zip(STAGES, samples)
+    }
+    record["faces"] = len(faces)
+    record["telemetry"] = {"before": before.to_dict(), "after": after.to_dict()}
+    reasons, warnings = telemetry.validity(before, after)
+    if not faces:
+        reasons.append("no face found on the probe image {}".format(config.image))
+    record["invalid_reasons"] += reasons
+    record["warnings"] += warnings
+    record["valid"] = not record["invalid_reasons"]
+    return record
+
+
+def host_info(root="/"):
+    """What the benchmark ran on, as the runner sees it."""
+    cpu = None
+    try:
+        with open(os.path.join(root, "proc/cpuinfo")) as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    cpu = value.strip()
+                    if key.strip() == "model name":
+                        break
+    except (IOError, OSError):
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "pi_model": telemetry.pi_model(root),
+        "versions": runtime_versions(),
+    }
+
+
+def busy_warnings(snap, cpus):
+    """A warning when other work already loads the host before the benchmark starts."""
+    if snap.loadavg and snap.loadavg[0] > 0.5 * cpus:
+        return [
+            "load average {:.2f} on {} CPU(s) before the run: other work competes".format(
+                snap.loadavg[0], cpus
+            )
+        ]
+    return []
+
+
+def _utc(seconds):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def run_bench(config, progress=None, snapshot=telemetry.snapshot):
+    """Benchmark every requested variant; returns the result record (the --json payload)."""
+    from .imageio import read_image
+
+    started = time.time()
+    manifest = load_manifest(config.models_dir)
+    image = read_image(config.image)
+    names = list(config.variants or DEFAULT_VARIANTS)
+    plans = [plan_variant(name, manifest, config.models_dir, config.size) for name in names]
+    result = {
+        "format": RESULT_FORMAT,
+        "tool": "retinaface.runner bench",
+        "started": _utc(started),
+        "host": host_info(config.telemetry_root),
+        "config": dict(
+            asdict(config),
+            size=list(config.size),
+            variants=names,
+            image_size=[int(image.shape[1]), int(image.shape[0])],
+        ),
+        "models": {"manifest_weights": manifest.get("weights")},
+        "order": names,
+        "variants": {},
+    }
+    start = snapshot(config.telemetry_root)
+    result["telemetry"] = {"start": start.to_dict()}
+    result["warnings"] = busy_warnings(start, os.cpu_count() or 1)
+    for index, plan in enumerate(plans):
+        tick = _Ticker(progress, {"variant": plan.name, "index": index, "count": len(plans)})
+        if plan.skipped:
+            tick("skipped", force=True)
+            result["variants"][plan.name] = {
+                "status": "skipped",
+                "skipped": plan.skipped,
+                "backend": plan.backend,
+                "file": plan.file,
+                "valid": False,
+            }
+            continue
+        try:
+            record = bench_variant(plan, image, config, tick, snapshot)
+        except Exception as error:  # noqa: BLE001 - one variant failing must not lose the others
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            record = {
+                "status": "failed",
+                "skipped": "failed: {}{}".format(
+                    "" if isinstance(error, ModelError) else type(error).__name__ + ": ", detail
+                ),
+                "backend": plan.backend,
+                "file": plan.file,
+                "valid": False,
+            }
+        result["variants"][plan.name] = record
+        tick("done", force=True)
+    result["telemetry"]["end"] = snapshot(config.telemetry_root).to_dict()
+    result["finished"] = _utc(time.time())
+    result["seconds"] = round(time.time() - started, 3)
+    return result
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def _variants(text):
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("--variants is empty")
+    return names
+
+
+def add_parser(commands, size_type):
+    """Add the `bench` subcommand to the runner's argparse subparsers."""
+    bench = commands.add_parser(
+        "bench", help="benchmark the model variants on this host (latency per stage, telemetry)"
+    )
+    bench.add_argument("--models", required=True, help="directory with manifest.json and models")
+    bench.add_argument("--image", required=True, help="the probe photograph (must show faces)")
+    bench.add_argument(
+        "--variants",
+        type=_variants,
+        help="comma list (default: {})".format(",".join(DEFAULT_VARIANTS)),
+    )
+    bench.add_argument(
+        "--size", type=size_type, default=DEFAULT_SIZE, help="input WIDTHxHEIGHT (default 640x480)"
+    )
+    bench.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
+    bench.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up runs (default %(default)s)"
+    )
+    bench.add_argument(
+        "--runs", type=int, default=DEFAULT_RUNS, help="timed runs, at least (default %(default)s)"
+    )
+    bench.add_argument(
+        "--windows", type=int, default=DEFAULT_WINDOWS, help="timed windows (default %(default)s)"
+    )
+    bench.add_argument(
+        "--min-time",
+        type=float,
+        default=DEFAULT_MIN_TIME,
+        help="seconds of timed runs per variant, at least (default %(default)s)",
+    )
+    bench.add_argument(
+        "--max-time",
+        type=float,
+        default=DEFAULT_MAX_TIME,
+        help="stop a variant's timed runs after this many seconds (default %(default)s)",
+    )
+    bench.add_argument(
+        "--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)"
+    )
+    bench.add_argument(
+        "--cooldown-below", type=float, help="before each variant wait until below this many °C"
+    )
+    bench.add_argument(
+        "--cooldown-max",
+        type=float,
+        default=120.0,
+        help="wait at most this many seconds to cool down (default %(default)s)",
+    )
+    bench.add_argument("--json", help="write the result here (atomically)")
+    bench.add_argument("--progress", help="keep a one-line JSON progress record in this file")
+    return bench
+
+
+def config_from_args(args):
+    for flag in ("runs", "windows"):
+        if getattr(args, flag) < 1:
+            raise ModelError("--{} must be at least 1".format(flag))
+    if args.warmup < 0:
+        raise ModelError("--warmup must be 0 or more")
+    return BenchConfig(
+        models_dir=args.models,
+        image=args.image,
+        variants=args.variants,
+        size=tuple(args.size),
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+        windows=args.windows,
+        min_time_s=args.min_time,
+        max_time_s=args.max_time,
+        conf_threshold=args.conf,
+        cooldown_below_c=args.cooldown_below,
+        cooldown_max_s=args.cooldown_max,
+    )
+
+
+def file_progress(path):
+    """A Progress that keeps the latest event in `path` (replaced atomically)."""
+    from .imageio import write_atomic
+
+    def progress(event):
+        write_atomic(path, (json.dumps(event) + "\n").encode("utf-8"))
+
+    return progress
+
+
+def summary_lines(result):
+    """One line per variant for the terminal."""
+    lines = []
+    for name in result["order"]:
+        record = result["variants"][name]
+        if record["status"] != "ok":
+            lines.append("{:>20}: {} ({})".format(name, record["status"], record["skipped"]))
+            continue
+        e2e = record["stages"]["e2e"]
+        lines.append(
+            "{:>20}: p50 {:.1f} ms, p90 {:.1f} ms, {:.1f} FPS, {} faces{}".format(
+                name,
+                e2e["p50"],
+                e2e["p90"],
+                record["fps"],
+                record["faces"],
+                "" if record["valid"] else ", INVALID: " + "; ".join(record["invalid_reasons"]),
+            )
+        )
+    return lines
+
+
+def main_bench(args):
+    """The `bench` subcommand: run, write --json, print one line per variant."""
+    from .imageio import write_json
+
+    config = config_from_args(args)
+    result = run_bench(config, progress=file_progress(args.progress) if args.progress else None)
+    if args.json:
+        write_json(args.json, result)
+    sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    return 0
