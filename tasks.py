@@ -55,20 +55,64 @@ def _ensure_models(weights=None):
 @task(
     help={
         "weights": "a biubug6 mobilenet0.25_Final.pth to use instead of the embedded trained weights",
+        "calib": "folder of face photographs to calibrate INT8 on (default: ../shared/data/images)",
+        "fixed_size": "input size WIDTHxHEIGHT of the static variant (default 640x480)",
     }
 )
 @user_errors
-def models(c, weights=None):
-    """Export the model variants into build/models with manifest.json (sha256, opset, parity)."""
+def models(c, weights=None, calib=None, fixed_size="640x480"):
+    """Export fp32, fp32-opt, fp32-static-WxH and int8 into build/models with manifest.json.
+
+    Fails, keeping the previous models, if INT8 recall against fp32 drops below 0.95.
+    """
     from pathlib import Path
 
+    from retinaface.detector import parse_size
+    from retinaface.errors import ModelError
+    from retinaface.evaluate import format_table
     from retinaface.export import export_models
 
-    manifest = export_models(Path(MODELS_DIR), weights=weights, progress=_print_progress)
+    try:
+        static_size = parse_size(fixed_size)
+    except ValueError as error:
+        raise ModelError(f"--fixed-size: {error}") from None
+    manifest = export_models(
+        Path(MODELS_DIR),
+        weights=weights,
+        static_size=static_size,
+        calib=calib,
+        progress=_print_progress,
+    )
     for name, entry in manifest["models"].items():
         parity = entry.get("parity", {}).get("max_abs_diff")
         extra = f", max |onnx - torch| = {parity:.2e}" if parity is not None else ""
-        print(f"{name:>22}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{extra})")
+        nodes = f", {entry['nodes']} nodes" if "nodes" in entry else ""
+        print(f"{name:>20}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{nodes}{extra})")
+    print()
+    print(
+        format_table({k: v["agreement"] for k, v in manifest["models"].items() if "agreement" in v})
+    )
+
+
+@task(
+    help={
+        "images": "folder of photographs to compare on (default: the held-out shared photographs)",
+    }
+)
+@user_errors
+def evaluate(c, images=None):
+    """Print each variant's agreement with the torch fp32 faces (recall, precision, AP, landmarks)."""
+    from pathlib import Path
+
+    from retinaface.evaluate import default_split, evaluate_variants, format_table, list_images
+
+    manifest = _ensure_models()
+    photos = list_images(images) if images else default_split()[1]
+    metrics = evaluate_variants(Path(MODELS_DIR), manifest["models"], photos)
+    print(
+        f"agreement with torch fp32 on {len(photos)} photographs ({images or 'held-out shared set'}):"
+    )
+    print(format_table(metrics))
 
 
 @task(
