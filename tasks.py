@@ -284,10 +284,12 @@ def _emu_line(st) -> str:
     help={
         "release": "Debian release of the emulated Pi: bullseye (torch 1.7.1, default) "
         "or trixie (onnxruntime 1.21)",
+        "fresh": "stop it if it runs and restore a clean root filesystem from the cache "
+        "(drops what was installed in it since)",
     }
 )
 @user_errors
-def emu_up(c, release="bullseye"):
+def emu_up(c, release="bullseye", fresh=False):
     """Start an emulated armv7l Pi (builds or restores its root filesystem first; needs root)."""
     import time
 
@@ -298,7 +300,7 @@ def emu_up(c, release="bullseye"):
     def progress(msg):
         print(f"[{time.monotonic() - started:6.1f} s] {msg}", flush=True)
 
-    st = emulator.up(release, progress=progress)
+    st = emulator.up(release, progress=progress, fresh=fresh)
     print(f"{st.host} is up: ssh -i {st.key_file} -p {st.port} pi@{st.address}")
     print(f"host {st.host}  address {st.address}  port {st.port}  user pi  ({st.release} armhf)")
 

