@@ -77,6 +77,11 @@ for package in "${APT_PACKAGES[@]}"; do
     fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+        echo "missing build dependencies: ${missing[*]}; not root and \`sudo -n\` does not work" \
+            "here: install them as root (apt-get install ${missing[*]}), then run again" >&2
+        exit 4
+    fi
     echo "installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
