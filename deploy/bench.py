@@ -1,0 +1,301 @@
+"""`invoke remote-bench`: deploy if stale, run the runner's bench on each host, pull bench.json.
+
+Per host (over the fleet's thread pool): deploy (a no-op when the host is current) → start
+`retinaface.runner bench` detached on the host → poll its progress file → pull
+`<run>/bench.json` to `results/<stamp>/<host>/bench.json` with the host facts added. A runner
+that crashes or fails is reported with its exit status and stderr, and no result file is
+written for it. Afterwards the tables are rendered for every host that produced a result.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from deploy.commands import log_dir_for
+from deploy.connection import HostConnection
+from deploy.deploy import deploy_host
+from deploy.errors import DeployError
+from deploy.facts import gather_facts
+from deploy.fleet import FleetResult, run_on
+from deploy.inventory import load_inventory
+from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
+from deploy.render import render
+from deploy.report import RESULTS_DIR, ReportFiles, load_result, render_reports, write_atomic
+
+POLL_SECONDS = 1.0
+STDERR_TAIL = 2000  # characters of the runner's stderr in an error message
+
+# progress(event): {"stage": "deploy"|"bench"|"pull"|"done", ...the runner's fields}.
+BenchProgress = Callable[[dict], None]
+
+
+@dataclass
+class BenchOptions:
+    """What `invoke remote-bench` asks each host's runner to do."""
+
+    size: tuple = (640, 480)
+    threads: Optional[int] = None
+    runs: int = 20
+    warmup: int = 3
+    windows: int = 5
+    min_time_s: float = 1.0
+    variants: Optional[list] = None
+    cooldown_below_c: Optional[float] = None
+    cooldown_max_s: float = 120.0
+    timeout_s: float = 3600.0
+
+    def runner_args(self, models: str, image: str, out: str, progress: str) -> list:
+        """The runner's command line (after `python -m retinaface.runner bench`)."""
+        args = ["--models", models, "--image", image, "--json", out, "--progress", progress]
+        args += ["--size", f"{self.size[0]}x{self.size[1]}"]
+        args += ["--runs", str(self.runs), "--warmup", str(self.warmup)]
+        args += ["--windows", str(self.windows), "--min-time", str(self.min_time_s)]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        if self.variants:
+            args += ["--variants", ",".join(self.variants)]
+        if self.cooldown_below_c is not None:
+            args += ["--cooldown-below", str(self.cooldown_below_c)]
+            args += ["--cooldown-max", str(self.cooldown_max_s)]
+        return args
+
+
+@dataclass
+class HostBench:
+    """One host's benchmark: where its result went and what the deploy step did."""
+
+    host: str
+    path: Path
+    release: str
+    deployed: bool
+    lines: list = field(default_factory=list)
+    changed: bool = False  # a benchmark changes nothing on the host worth a `changed` status
+
+    def summary(self) -> str:
+        deploy = f"deployed {self.release}, " if self.deployed else ""
+        return f"{deploy}{self.path}: " + "; ".join(self.lines)
+
+
+@dataclass
+class BenchRun:
+    """All hosts' outcomes, the results folder and the rendered tables (None if no host ran)."""
+
+    fleet: FleetResult
+    results_dir: Path
+    report: Optional[ReportFiles]
+
+    @property
+    def exit_code(self) -> int:
+        return self.fleet.exit_code
+
+
+def _signal_name(rc: int) -> str:
+    if rc > 128:
+        try:
+            return f"killed by signal {rc - 128} ({signal.Signals(rc - 128).name})"
+        except ValueError:
+            return f"killed by signal {rc - 128}"
+    return f"exit {rc}"
+
+
+def parse_poll(text: str) -> dict:
+    """{"progress": dict|None, "rc": int|None, "alive": bool} from bench_poll.sh output."""
+    state: dict = {"progress": None, "rc": None, "alive": False}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "progress":
+            try:
+                state["progress"] = json.loads(value)
+            except ValueError:
+                pass  # a half-written line cannot happen (atomic rename), but never fail on it
+        elif key == "rc" and value.strip().lstrip("-").isdigit():
+            state["rc"] = int(value)
+        elif key == "alive":
+            state["alive"] = value.strip() == "yes"
+    return state
+
+
+def _tail(conn: HostConnection, path: str) -> str:
+    result = conn.run(f"tail -c {STDERR_TAIL} {shlex.quote(path)}", timeout=30, check=False)
+    return result.stdout.strip() if result.ok else ""
+
+
+def run_remote_bench(
+    conn: HostConnection,
+    deploy_dir: str,
+    options: BenchOptions,
+    stamp: str,
+    progress: Optional[BenchProgress] = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Run the bench on the host detached, wait for it; returns the remote bench.json path."""
+    run_dir = f"{deploy_dir}/bench/{stamp}"
+    args = options.runner_args(
+        models=f"{deploy_dir}/current/models",
+        image=f"{deploy_dir}/current/probe.jpg",
+        out=f"{run_dir}/bench.json",
+        progress=f"{run_dir}/progress.json",
+    )
+    script = render(
+        "bench_run.sh.j2", run_dir=run_dir, python=f"{deploy_dir}/venv/bin/python", args=args
+    )
+    started = conn.run("bash -c " + shlex.quote(script), timeout=60, check=False)
+    if not started.ok:
+        raise DeployError(
+            f"{conn.host.name}: cannot start the benchmark (exit {started.exited}): "
+            f"{(started.stderr or started.stdout).strip()[-STDERR_TAIL:]}"
+        )
+    poll = "bash -c " + shlex.quote(render("bench_poll.sh.j2", run_dir=run_dir, kill=False))
+    deadline = time.monotonic() + options.timeout_s
+    gone = 0
+    try:
+        while True:
+            state = parse_poll(conn.run(poll, timeout=60).stdout)
+            if progress and state["progress"]:
+                progress(dict(state["progress"], stage="bench"))
+            if state["rc"] is not None:
+                break
+            if not state["alive"]:
+                gone += 1  # rc is written right after the process ends: look twice
+                if gone > 2:
+                    raise DeployError(
+                        f"{conn.host.name}: the benchmark process vanished without an exit "
+                        f"status (killed?); stderr: {_tail(conn, run_dir + '/stderr.log')}"
+                    )
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"{conn.host.name}: the benchmark took longer than {options.timeout_s:.0f} s "
+                    "and was stopped"
+                )
+            sleep(POLL_SECONDS)
+    except BaseException:
+        stop = render("bench_poll.sh.j2", run_dir=run_dir, kill=True)
+        try:
+            conn.run("bash -c " + shlex.quote(stop), timeout=30, check=False)
+        except Exception:  # noqa: BLE001 - the host may be gone; the first error matters
+            pass
+        raise
+    if state["rc"] != 0:
+        stderr = _tail(conn, f"{run_dir}/stderr.log")
+        raise DeployError(
+            f"{conn.host.name}: the runner failed ({_signal_name(state['rc'])}); "
+            f"stderr:\n{stderr or '(empty)'}\n(run directory {run_dir} kept on the host)"
+        )
+    return f"{run_dir}/bench.json"
+
+
+def bench_host(
+    conn: HostConnection,
+    options: BenchOptions,
+    results_dir: Path,
+    stamp: str,
+    deploy: Callable[[HostConnection], object],
+    progress: Optional[BenchProgress] = None,
+) -> HostBench:
+    """Deploy if stale, benchmark, pull and annotate one host's bench.json."""
+    host = conn.host
+    say = progress or (lambda event: None)
+    say({"stage": "deploy"})
+    outcome = deploy(conn)
+    deploy_dir = conn.expand(host.deploy_dir).rstrip("/")
+    facts = gather_facts(conn)
+    remote = run_remote_bench(conn, deploy_dir, options, stamp, progress)
+    say({"stage": "pull"})
+    target = Path(results_dir) / host.name / "bench.json"
+    staging = target.with_name(".bench.json.pulled")
+    conn.get(remote, staging)
+    try:
+        data = json.loads(staging.read_text())
+        data["inventory_host"] = host.name
+        data["facts"] = facts.summary()
+        data["deploy"] = {
+            "release": getattr(outcome, "release_id", None),
+            "deployed": bool(getattr(outcome, "changed", False)),
+            "deploy_dir": deploy_dir,
+            "remote_result": remote,
+            "options": asdict(options),
+        }
+        write_atomic(staging, json.dumps(data, indent=2) + "\n")
+        load_result(staging, host.name)  # validate before it takes the real name
+        staging.replace(target)
+    finally:
+        staging.unlink(missing_ok=True)
+    conn.run(f"rm -rf {shlex.quote(remote.rsplit('/', 1)[0])}", timeout=60, check=False)
+    result = load_result(target, host.name)
+    say({"stage": "done"})
+    return HostBench(
+        host=host.name,
+        path=target,
+        release=getattr(outcome, "release_id", "?"),
+        deployed=bool(getattr(outcome, "changed", False)),
+        lines=_summary_lines(result.data),
+    )
+
+
+def _summary_lines(data: dict) -> list:
+    lines = []
+    for name in data["order"]:
+        record = data["variants"][name]
+        if record["status"] != "ok":
+            lines.append(f"{name} {record['status']}")
+        else:
+            flag = "" if record["valid"] else " INVALID"
+            lines.append(f"{name} p50 {record['stages']['e2e']['p50']:.1f} ms{flag}")
+    return lines
+
+
+def new_stamp(root: Path) -> str:
+    """A UTC stamp naming a new results folder (suffixed when taken)."""
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    stamp, n = base, 1
+    while (Path(root) / stamp).exists():
+        n += 1
+        stamp = f"{base}-{n}"
+    return stamp
+
+
+def remote_bench(
+    host: Optional[str],
+    inventory: Optional[str] = None,
+    options: Optional[BenchOptions] = None,
+    out_root: Path = RESULTS_DIR,
+    progress_for: Optional[Callable[[str], BenchProgress]] = None,
+    models_dir: Path = MODELS_DIR,
+    wheels_dir: Path = WHEELS_DIR,
+    note: Callable[[str], None] = lambda message: None,
+    log_dir: Optional[Path] = None,
+) -> BenchRun:
+    """Benchmark every selected host in parallel; render the tables of those that ran."""
+    options = options or BenchOptions()
+    hosts = load_inventory(inventory).select(host)
+    manifest = ensure_models(models_dir, progress=note)
+    runner = build_runner_wheel()
+    out_root = Path(out_root)
+    stamp = new_stamp(out_root)
+    results_dir = out_root / stamp
+    results_dir.mkdir(parents=True, exist_ok=False)
+
+    def deploy(conn):
+        return deploy_host(
+            conn,
+            models_dir=models_dir,
+            wheels_dir=wheels_dir,
+            runner_wheel=runner,
+            manifest=manifest,
+        )
+
+    def workflow(conn):
+        progress = progress_for(conn.host.name) if progress_for else None
+        return bench_host(conn, options, results_dir, stamp, deploy, progress)
+
+    fleet = run_on(hosts, workflow, log_dir=log_dir or log_dir_for("remote-bench"))
+    report = None
+    if any((results_dir / name / "bench.json").is_file() for name in (h.name for h in hosts)):
+        report = render_reports(results_dir)
+    return BenchRun(fleet=fleet, results_dir=results_dir, report=report)
