@@ -1,0 +1,228 @@
+"""Deploy pieces without a network: runner wheel, wheel tags, templates, state parsing, fleet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deploy.errors import DeployError, UnreachableError
+from deploy.facts import parse_facts
+from deploy.fleet import FleetResult, HostReport, run_on
+from deploy.inventory import Host
+from deploy.release import (
+    ReleaseFile,
+    matching_wheels,
+    release_id,
+    runner_wheel_bytes,
+    wheel_tags,
+)
+from deploy.render import TEMPLATES, render
+from deploy.sync import parse_state, plan_sync
+from tests.paths import REPO
+
+
+def test_runner_wheel_is_reproducible_and_complete():
+    from retinaface.config import RUNTIME_MODULES
+
+    name, first = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
+    _, second = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
+    assert first == second
+    assert name == "retinaface_pi_runner-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(__import__("io").BytesIO(first)) as archive:
+        names = archive.namelist()
+        record = archive.read("retinaface_pi_runner-0.1.0.dist-info/RECORD").decode()
+    assert sorted(n for n in names if n.startswith("retinaface/")) == sorted(
+        f"retinaface/{module}.py" for module in RUNTIME_MODULES
+    )
+    assert "retinaface/export.py" not in names  # torch-side modules stay home
+    for entry in names:
+        assert entry in record
+
+
+def test_runner_wheel_installs_with_pip(tmp_path):
+    from retinaface.config import RUNTIME_MODULES
+
+    name, data = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
+    (tmp_path / name).write_bytes(data)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+         "--target", str(target), str(tmp_path / name)],
+        check=True,
+    )  # fmt: skip
+    assert (target / "retinaface" / "runner.py").is_file()
+    check = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], env={"PYTHONPATH": str(target)}, capture_output=True
+    )
+    assert b"retinaface-pi-runner" not in check.stdout
+
+
+def test_missing_runner_module_is_named(tmp_path):
+    (tmp_path / "config.py").write_text("")
+    with pytest.raises(DeployError, match="detector.py"):
+        runner_wheel_bytes(tmp_path, ["config", "detector"])
+
+
+def test_wheel_tags_and_matching(tmp_path):
+    assert wheel_tags("onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl") == {"cp39-cp39-linux_armv7l"}
+    assert wheel_tags("six-1.16.0-py2.py3-none-any.whl") == {"py2-none-any", "py3-none-any"}
+    assert wheel_tags("notawheel.tar.gz") == set()
+    for name in (
+        "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl",
+        "onnxruntime-1.9.1-cp311-cp311-linux_armv7l.whl",
+        "torch-1.7.0-cp39-cp39-linux_armv7l.whl",
+        "torch-1.7.0-cp39-cp39-linux_x86_64.whl",
+        "six-1.16.0-py2.py3-none-any.whl",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    host = parse_facts("pi", "tag=cp39-cp39-linux_armv7l\ntag=cp39-none-any\ntag=py3-none-any\n")
+    names = [path.name for path in matching_wheels(tmp_path, host.tags)]
+    assert names == [
+        "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl",
+        "six-1.16.0-py2.py3-none-any.whl",
+        "torch-1.7.0-cp39-cp39-linux_armv7l.whl",
+    ]
+
+
+def test_facts_parse():
+    facts = parse_facts(
+        "pi4",
+        "hostname=raspberrypi\nmachine=aarch64\narch=armhf\nos_codename=bullseye\n"
+        "mem_total_kb=3884000\ndisk_free_kb=10240000\npi_model=Raspberry Pi 4 Model B Rev 1.4\n"
+        "temperature_c=48.3\npython=/usr/bin/python3\npython_version=3.9.2\npython_tag=cp39\n"
+        "platform_tag=linux_armv7l\ntag=cp39-cp39-linux_armv7l\n",
+    )
+    assert (facts.arch, facts.machine, facts.mem_total_mb, facts.disk_free_mb) == (
+        "armhf",
+        "aarch64",
+        3792,
+        10000,
+    )
+    assert facts.temperature_c == 48.3 and facts.tags == ("cp39-cp39-linux_armv7l",)
+    assert "Raspberry Pi 4" in facts.summary()["pi model"]
+
+
+DEPLOY_TEMPLATES = sorted(
+    p.name for p in TEMPLATES.glob("*.sh.j2") if p.name.startswith(("facts", "deploy_"))
+)
+
+
+def test_deploy_templates_found():
+    assert len(DEPLOY_TEMPLATES) == 5
+
+
+@pytest.mark.parametrize("name", DEPLOY_TEMPLATES)
+def test_shell_templates_render_and_parse(name, tmp_path):
+    context = {
+        "python": "python3",
+        "deploy_dir": "/home/pi/retinaface pi",
+        "release_id": "0123456789abcdef",
+        "release_dir": "/home/pi/retinaface pi/releases/0123456789abcdef",
+        "links": [{"rel": "models/a b.onnx", "source": "/x/y's", "sha256": "00"}],
+        "wheelhouse": "/w h",
+        "install": ["a-1-py3-none-any.whl"],
+        "marker": ["00 a-1-py3-none-any.whl"],
+        "keep": 3,
+    }
+    script = render(name, **context)
+    path = tmp_path / "script.sh"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    lint = subprocess.run(
+        ["shellcheck", "-s", "bash", "-S", "warning", str(path)], capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout
+
+
+def test_render_refuses_missing_variables():
+    import jinja2
+
+    with pytest.raises(jinja2.UndefinedError):
+        render("deploy_activate.sh.j2", deploy_dir="/x")
+
+
+def rf(rel, sha, size=10):
+    return ReleaseFile(rel, Path("/nowhere") / rel, sha, size)
+
+
+def test_state_and_sync_plan():
+    text = "\n".join(
+        [
+            "current old",
+            "release old 200 1",
+            "release older 100 1",
+            "release new 300 0",
+            "sum older aaa models/a.onnx",
+            "sum old aaa models/a.onnx",
+            "sum old bbb probe.jpg",
+            "sum new zzz models/z.onnx",
+            "have ccc models/c.onnx",
+            "part models/d.onnx.part-1234",
+            "venv yes",
+            "installed w1 r.whl",
+        ]
+    )
+    state = parse_state(text, "/d", target="new")
+    assert state.current == "old" and state.venv and state.installed == {"r.whl": "w1"}
+    assert state.sums["aaa"] == "/d/releases/old/models/a.onnx"  # the current release first
+    assert "zzz" not in state.sums  # the target's own sums are not trusted
+    files = [rf("models/a.onnx", "aaa"), rf("models/c.onnx", "ccc"), rf("models/d.onnx", "ddd", 7)]
+    plan = plan_sync(files, "new", state)
+    assert [f.rel for f in plan.keep] == ["models/c.onnx"]
+    assert [(f.rel, src) for f, src in plan.link] == [
+        ("models/a.onnx", "/d/releases/old/models/a.onnx")
+    ]
+    assert [f.rel for f in plan.upload] == ["models/d.onnx"] and plan.upload_bytes == 7
+    assert release_id(files) == release_id(list(reversed(files)))
+    assert release_id(files) != release_id(files[:2])
+
+
+def test_fleet_isolates_failures_and_maps_exit_codes(tmp_path):
+    hosts = [Host(name=f"h{i}", connection="local", deploy_dir=str(tmp_path)) for i in range(4)]
+
+    def workflow(conn):
+        if conn.host.name == "h1":
+            raise DeployError("h1: broken")
+        if conn.host.name == "h2":
+            raise UnreachableError("h2: gone")
+        if conn.host.name == "h3":
+            raise RuntimeError("bug")
+        return conn.run("echo hi").stdout.strip()
+
+    result = run_on(hosts, workflow, max_workers=2, log_dir=tmp_path / "logs")
+    assert [r.status for r in result.reports] == ["ok", "failed", "unreachable", "failed"]
+    assert result.reports[0].message == "hi"
+    assert result.exit_code == 4
+    assert "Traceback" in (tmp_path / "logs" / "h3.log").read_text()
+    assert "recap: ok=1, changed=0, failed=2, unreachable=1 (exit 4)" in result.recap()
+    assert FleetResult([HostReport("a", "failed", "", 0.0)]).exit_code == 2
+    assert FleetResult([HostReport("a", "changed", "", 0.0)]).exit_code == 0
+
+
+def test_local_connection_put_is_atomic_and_verified(tmp_path):
+    from deploy.connection import open_host, sha256_file
+
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"x" * 1000)
+    host = Host(name="local", connection="local")
+    with open_host(host) as conn:
+        seen = []
+        sent = conn.put(
+            source,
+            str(tmp_path / "a" / "b.bin"),
+            sha256=sha256_file(source),
+            progress=lambda *a: seen.append(a),
+        )
+        assert sent == 1000 and seen[-1] == ("src.bin", 1000, 1000)
+        with pytest.raises(DeployError, match="sha256 after upload"):
+            conn.put(source, str(tmp_path / "c.bin"), sha256="0" * 64)
+        assert not list(tmp_path.glob("c.bin*"))
+        with pytest.raises(DeployError, match="exit 3"):
+            conn.run("exit 3")
+        with pytest.raises(DeployError, match="timed out"):
+            conn.run("sleep 3", timeout=0.5)
+        assert conn.run("pwd").stdout.strip() == str(Path.home())
