@@ -70,9 +70,7 @@ def fake_models(tmp_path):
 
 def test_plan_unknown_variant(fake_models):
     plan = plan_variant("fp32-opt", MANIFEST, str(fake_models), (640, 480))
-    assert plan.skipped == (
-        "not in manifest.json (has: fp32, fp32-static-640x480, int8, torch)"
-    )
+    assert plan.skipped == ("not in manifest.json (has: fp32, fp32-static-640x480, int8, torch)")
 
 
 def test_plan_opencv_needs_a_static_model_of_the_size(fake_models):

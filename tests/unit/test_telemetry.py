@@ -60,7 +60,7 @@ def make_pi_tree(root, throttled="50005\n", temp="58437\n"):
         ("50005\n", 0x50005),  # sysfs: hex without 0x
         ("0\n", 0),
         ("", None),
-        ("error=1 error_msg=\"Command not registered\"", None),
+        ('error=1 error_msg="Command not registered"', None),
     ],
 )
 def test_parse_throttled(text, value):
@@ -131,7 +131,7 @@ def test_run_vcgencmd_runs_the_tool_on_path(tmp_path, monkeypatch):
         "#!/bin/sh\n"
         'case "$*" in\n'
         "  get_throttled) echo throttled=0x50005 ;;\n"
-        "  measure_temp) echo \"temp=61.3'C\" ;;\n"
+        '  measure_temp) echo "temp=61.3\'C" ;;\n'
         "  *) echo 'error=2 error_msg=\"Invalid arguments\"'; exit 2 ;;\n"
         "esac\n"
     )
