@@ -377,7 +377,7 @@ PACKAGES_HELP = "comma list of torch, torchvision, pi-probe (torchvision pulls i
 
 
 def _wheel_config(c, key, default=None):
-    """A `wheels.KEY` value from invoke configuration (invoke.yaml or INVOKE_WHEELS_KEY)."""
+    """A `wheels.KEY` value from invoke's configuration files (e.g. invoke.yaml: wheels: {mirror: URL})."""
     try:
         return c.config.get("wheels", {}).get(key, default)
     except AttributeError:
@@ -397,8 +397,10 @@ def _byte_bar(desc, total, initial):
         "python": "Python version without a host, e.g. 3.9",
         "version": "onnxruntime version (default 1.9.1)",
         "mirror": "base URL (<mirror>/<os>/<file>) or local directory with a copy of the wheels; "
-        "config key wheels.mirror",
-        "update_lock": "record sha256 and size of newly verified wheels in wheels/lock.yaml",
+        "default: config key wheels.mirror (invoke.yaml)",
+        "update_lock": "record sha256 and size of newly verified wheels in the lock file",
+        "lock": "the lock file (default wheels/lock.yaml)",
+        "wheels_dir": "where wheels are kept (default wheels/)",
         "inventory": INVENTORY_HELP,
     }
 )
@@ -411,9 +413,13 @@ def fetch_ort(
     version="1.9.1",
     mirror=None,
     update_lock=False,
+    lock=None,
+    wheels_dir=None,
     inventory=None,
 ):
     """Download the onnxruntime armv7l wheel into wheels/, verified against wheels/lock.yaml."""
+    from pathlib import Path
+
     from pi_setup import ort
     from pi_setup.errors import WheelError
 
@@ -428,6 +434,8 @@ def fetch_ort(
     fetched = ort.fetch_for_targets(
         targets,
         version,
+        lock_path=Path(lock) if lock else ort.LOCK_PATH,
+        dest=Path(wheels_dir) if wheels_dir else ort.WHEELS_DIR,
         mirror=mirror or _wheel_config(c, "mirror"),
         progress=_byte_bar,
         update_lock=update_lock,
@@ -438,7 +446,7 @@ def fetch_ort(
         print(f"{who}{item.result.path} ({item.result.size:,} bytes, {how})")
         print(f"  sha256 {item.result.sha256}; blob SHA-1 matches the lock")
         if item.lock_updated:
-            print(f"  recorded sha256 and size in {ort.LOCK_PATH}")
+            print(f"  recorded sha256 and size in {lock or ort.LOCK_PATH}")
     pip, apt = ort.host_requirements(fetched[0].result.path) if fetched else ([], [])
     if pip or apt:
         print(f"deploy installs it with: pip {' '.join(pip)}; apt {' '.join(apt)}")

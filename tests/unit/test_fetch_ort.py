@@ -6,6 +6,7 @@ import dataclasses
 import http.server
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -264,3 +265,51 @@ def test_host_requirements(tmp_path):
     assert ort.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
     assert ort.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
     assert ort.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
+
+
+def test_cli_mirror_from_config_file(server, tmp_path):
+    """`invoke fetch-ort` like a user, with the mirror from the config key wheels.mirror.
+    The test lock's own URL points at a closed loopback port: nothing else can be contacted."""
+    port = server.server_address[1]
+    config = tmp_path / "invoke.yaml"
+    config.write_text(f"wheels:\n  mirror: http://127.0.0.1:{port}/good\n")
+    argv = [sys.executable, "-m", "invoke", "-f", str(config), "fetch-ort"]
+    argv += ["--os", "bullseye", "--python", "3.9", "--lock", str(TEST_LOCK)]
+    argv += ["--wheels-dir", str(tmp_path / "wheels")]
+    result = subprocess.run(
+        argv, cwd=str(ort.REPO_ROOT), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"downloaded from http://127.0.0.1:{port}/good/bullseye/{NAME}" in result.stdout
+    assert (tmp_path / "wheels" / NAME).read_bytes() == DATA
+    assert "numpy>=1.20,<2" in result.stdout and "libgomp1 libatomic1" in result.stdout
+    assert server.requests == [(f"/good/bullseye/{NAME}", None)]
+    # digest mismatch from the command line: one line, exit 1, the file removed
+    result = subprocess.run(
+        argv[:-1] + [str(tmp_path / "other")] + ["--mirror", f"http://127.0.0.1:{port}/wrong"],
+        cwd=str(ort.REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]  # after the progress bar (stderr too)
+    assert (
+        line.startswith(f"error: {NAME} from http://127.0.0.1:{port}/wrong/") and "removed" in line
+    )
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_cli_host_facts_pick_the_target():
+    """--host takes OS, Python and arch from facts; this x86 machine has no armv7l wheel."""
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "fetch-ort", "--host", "local"],
+        cwd=str(ort.REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    tag = "cp%d%d" % sys.version_info[:2]
+    assert "no onnxruntime 1.9.1 wheel for " in result.stderr
+    assert f"/{tag}/x86_64" in result.stderr and "1.9.1 exists for: bullseye/cp36" in result.stderr
