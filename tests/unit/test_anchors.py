@@ -1,29 +1,10 @@
-"""Anchors equal a faithful port of biubug6's PriorBox loop, bit for bit."""
-
-from itertools import product
-from math import ceil
+"""Anchors equal a faithful port of biubug6's PriorBox loop (the study's, in bench_local), bit for bit."""
 
 import numpy as np
 import pytest
 
 from retinaface.anchors import prior_boxes
-
-
-def biubug6_prior_box(height, width):
-    """layers/functions/prior_box.py of biubug6/Pytorch_Retinaface, with torch.Tensor -> float32."""
-    min_sizes, steps = [[16, 32], [64, 128], [256, 512]], [8, 16, 32]
-    feature_maps = [[ceil(height / step), ceil(width / step)] for step in steps]
-    anchors = []
-    for k, f in enumerate(feature_maps):
-        for i, j in product(range(f[0]), range(f[1])):
-            for min_size in min_sizes[k]:
-                s_kx = min_size / width
-                s_ky = min_size / height
-                dense_cx = [x * steps[k] / width for x in [j + 0.5]]
-                dense_cy = [y * steps[k] / height for y in [i + 0.5]]
-                for cy, cx in product(dense_cy, dense_cx):
-                    anchors += [cx, cy, s_kx, s_ky]
-    return np.array(anchors, dtype=np.float32).reshape(-1, 4)
+from retinaface.bench_local import study_prior_box as biubug6_prior_box
 
 
 @pytest.mark.parametrize("height,width", [(480, 640), (240, 320), (301, 517), (33, 47), (640, 640)])

@@ -5,29 +5,8 @@ import pytest
 import torch
 
 from retinaface.anchors import prior_boxes
+from retinaface.bench_local import py_cpu_nms
 from retinaface.postprocess import decode_boxes, decode_landmarks, detect_faces, nms
-
-
-def py_cpu_nms(dets, thresh):
-    """Ross Girshick's Fast R-CNN py_cpu_nms (MIT), as in biubug6 utils/nms/py_cpu_nms.py."""
-    x1, y1, x2, y2, scores = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3], dets[:, 4]
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort()[::-1]
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        xx1 = np.maximum(x1[i], x1[order[1:]])
-        yy1 = np.maximum(y1[i], y1[order[1:]])
-        xx2 = np.minimum(x2[i], x2[order[1:]])
-        yy2 = np.minimum(y2[i], y2[order[1:]])
-        w = np.maximum(0.0, xx2 - xx1 + 1)
-        h = np.maximum(0.0, yy2 - yy1 + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[order[1:]] - inter)
-        inds = np.where(ovr <= thresh)[0]
-        order = order[inds + 1]
-    return keep
 
 
 def biubug6_decode(loc, priors, variances):
