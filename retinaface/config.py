@@ -29,5 +29,7 @@ RUNTIME_MODULES = (
     "imageio",
     "detector",
     "runner",
+    "bench",
+    "telemetry",
     "model",
 )
