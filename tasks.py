@@ -713,18 +713,19 @@ def remote_bench(
 
 
 @task(
+    positional=["results_dir"],
     help={
-        "results_dir": "a results/<stamp> folder (default: the newest under results/)",
+        "results_dir": "a results/<stamp> folder, or `latest` for the newest under results/",
         "compare": "another results folder: show end-to-end deltas of RESULTS_DIR against it",
-    }
+    },
 )
 @user_errors
-def report(c, results_dir=None, compare=None):
+def report(c, results_dir, compare=None):
     """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
     from deploy.report import compare as compare_runs
     from deploy.report import latest_results, render_reports, write_atomic
 
-    folder = results_dir or latest_results()
+    folder = latest_results() if results_dir == "latest" else results_dir
     files = render_reports(folder)
     print(files.markdown)
     print(f"wrote {', '.join(str(path) for path in files.paths)}")
