@@ -599,7 +599,6 @@ def _bench_progress():
     from tqdm import tqdm
 
     bars, lock = {}, threading.Lock()
-    weight = {"load": 0.0, "cooldown": 0.0, "warmup": 0.1, "timed": 1.0}
 
     def progress_for(host):
         def update(event):
@@ -612,18 +611,15 @@ def _bench_progress():
                 stage = event.get("stage")
                 if stage == "bench" and event.get("count"):
                     phase, done, total = event["phase"], event["done"], event["total"] or 1
-                    part = 1.0 if phase in ("done", "skipped") else 0.0
+                    part = {"done": 1.0, "skipped": 1.0}.get(phase, 0.0)
                     if phase == "warmup":
-                        part = 0.1 * done / total
+                        part = 0.1 * min(1.0, done / total)
                     elif phase == "timed":
-                        part = 0.1 + 0.9 * done / total
+                        part = 0.1 + 0.9 * min(1.0, done / total)
                     pct = int(100 * (event["index"] + part) / event["count"])
-                    bar.set_postfix_str(
-                        f"{event['variant']} {phase} {done}/{total}"
-                        if weight.get(phase)
-                        else f"{event['variant']} {phase}"
-                    )
                     bar.update(max(0, pct - bar.n))
+                    count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
+                    bar.set_postfix_str(f"{event['variant']} {phase}{count}")
                 elif stage == "done":
                     bar.update(100 - bar.n)
                     bar.set_postfix_str("done")
@@ -636,7 +632,7 @@ def _bench_progress():
     return progress_for
 
 
-BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed} {postfix}"
+BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
 
 
 @task(
