@@ -124,10 +124,11 @@ def missing_runtime(backend):
 
 
 def runtime_versions():
-    """Versions of the packages the benchmark may use (only those already importable)."""
+    """Versions of Python, numpy and the runtimes this process has imported (none are imported
+    just to ask: loading torch beside onnxruntime would change what is measured)."""
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for backend, module in sorted(IMPORTS.items()):
-        if missing_runtime(backend) is None:
+    for module in sorted(IMPORTS.values()):
+        if sys.modules.get(module) is not None:
             versions[module] = getattr(sys.modules[module], "__version__", "?")
     return versions
 
@@ -364,7 +365,7 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
         "format": RESULT_FORMAT,
         "tool": "retinaface.runner bench",
         "started": _utc(started),
-        "host": host_info(config.telemetry_root),
+        "host": None,  # filled in at the end, when the runtimes used have been imported
         "config": dict(
             asdict(config),
             size=list(config.size),
@@ -406,6 +407,7 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
         result["variants"][plan.name] = record
         tick("done", force=True)
     result["telemetry"]["end"] = snapshot(config.telemetry_root).to_dict()
+    result["host"] = host_info(config.telemetry_root)
     result["finished"] = _utc(time.time())
     result["seconds"] = round(time.time() - started, 3)
     return result
