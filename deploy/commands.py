@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -48,8 +49,15 @@ def deploy(
     """Deploy to every selected host in parallel; models are exported first when missing."""
     hosts = load_inventory(inventory).select(host)
     manifest = ensure_models(models_dir, progress=note)
-    runner = build_runner_wheel()
+    # A private copy for this run: a concurrent build cannot swap the file between hash and upload.
+    with tempfile.TemporaryDirectory(prefix="retinaface-pi-runner-") as tmp:
+        runner = build_runner_wheel(Path(tmp))
+        return _deploy_hosts(
+            hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir
+        )
 
+
+def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir):
     def workflow(conn):
         return deploy_host(
             conn,

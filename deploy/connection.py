@@ -160,21 +160,48 @@ class HostConnection:
         parent = os.path.dirname(remote)
         if parent:
             self.run(f"mkdir -p {shlex.quote(parent)}", timeout=30)
+        tmp = self.upload_temp(local, remote, progress)
+        if sha256 is not None:
+            self.verify({tmp: sha256})
+        self.rename(tmp, remote)
+        return Path(local).stat().st_size
+
+    def upload_temp(self, local: Path, remote: str, progress: Optional[Progress] = None) -> str:
+        """Upload `local` next to `remote` under a temp name (parent must exist); returns it.
+
+        With `verify` and `rename` this is `put` in steps, so many files need one round trip
+        for their digests instead of one each.
+        """
+        remote = self.expand(remote)
         tmp = f"{remote}.part-{uuid.uuid4().hex[:8]}"
         size = Path(local).stat().st_size
         self.log.info("upload %s -> %s (%d bytes)", local, remote, size)
         self._upload(Path(local), tmp, progress)
         self.bytes_sent += size
-        if sha256 is not None:
-            out = self.run(f"sha256sum {shlex.quote(tmp)}", timeout=120).stdout.split()
-            if not out or out[0] != sha256:
-                self.run(f"rm -f {shlex.quote(tmp)}", check=False, timeout=30)
-                raise DeployError(
-                    f"{self.host.name}: {remote}: sha256 after upload is "
-                    f"{out[0] if out else '?'}, expected {sha256}"
-                )
-        self._rename(tmp, remote)
-        return size
+        return tmp
+
+    def verify(self, expected: dict) -> None:
+        """Check {remote path: sha256} on the host in one command; bad files are removed."""
+        if not expected:
+            return
+        paths = " ".join(shlex.quote(path) for path in expected)
+        out = self.run(f"sha256sum -- {paths}", timeout=300, check=False).stdout
+        actual = {}
+        for line in out.splitlines():
+            digest, _, path = line.partition("  ")
+            actual[path] = digest
+        bad = [path for path, digest in expected.items() if actual.get(path) != digest]
+        if bad:
+            quoted = " ".join(shlex.quote(path) for path in bad)
+            self.run(f"rm -f -- {quoted}", check=False, timeout=30)
+            raise DeployError(
+                f"{self.host.name}: {bad[0]}: sha256 after upload is "
+                f"{actual.get(bad[0], '?')}, expected {expected[bad[0]]}"
+            )
+
+    def rename(self, tmp: str, remote: str) -> None:
+        """Atomically replace `remote` by `tmp` (POSIX rename)."""
+        self._rename(self.expand(tmp), self.expand(remote))
 
 
 class LocalConnection(HostConnection):

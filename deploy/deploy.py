@@ -28,7 +28,6 @@ from deploy.sync import (
     plan_sync,
     read_state,
     sha256sums,
-    write_text,
 )
 
 # progress(bytes_done, bytes_total) for one host's uploads.
@@ -177,23 +176,28 @@ def deploy_host(
     release_dir = f"{deploy_dir}/releases/{plan.id}"
     if sync.changes_files or outcome.switched:
         total = sync.upload_bytes
-        done = {"base": 0}
+        per_file: dict = {}
 
-        def file_progress(_name: str, sent: int, _size: int) -> None:
-            if progress:
-                progress(done["base"] + sent, total)
+        def file_progress(name: str, sent: int, _size: int) -> None:
+            per_file[name] = sent
+            progress(min(sum(per_file.values()), total), total)
 
-        before = conn.bytes_sent
-        uploaded = apply_sync(conn, deploy_dir, sync, progress=file_progress if progress else None)
-        outcome.uploaded = [item.rel for item in uploaded]
-        outcome.bytes_sent = conn.bytes_sent - before
-        if progress:
-            progress(total, total)
-        before = conn.bytes_sent
-        write_text(conn, f"{release_dir}/deploy.json", deploy_json(conn, plan, facts))
+        metadata = {"deploy.json": deploy_json(conn, plan, facts)}
         if not sync.release_complete:
-            write_text(conn, f"{release_dir}/SHA256SUMS", sha256sums(plan.files))
-        outcome.metadata_bytes = conn.bytes_sent - before
+            metadata["SHA256SUMS"] = sha256sums(plan.files)  # last: marks the release complete
+        before = conn.bytes_sent
+        uploaded = apply_sync(
+            conn,
+            deploy_dir,
+            sync,
+            progress=file_progress if progress else None,
+            metadata=metadata,
+        )
+        outcome.uploaded = [item.rel for item in uploaded]
+        outcome.bytes_sent = sum(item.size for item in uploaded)
+        outcome.metadata_bytes = conn.bytes_sent - before - outcome.bytes_sent
+        if progress and total:
+            progress(total, total)
     if venv_missing or install or marker_differs:
         script = render(
             "deploy_venv.sh.j2",

@@ -8,8 +8,12 @@ instead of sent; a new file goes to a temp name, is verified by sha256, then ren
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 import shlex
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 from deploy.connection import HostConnection
@@ -118,30 +122,45 @@ def apply_sync(
     deploy_dir: str,
     plan: SyncPlan,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    metadata: Optional[dict] = None,
 ) -> list[ReleaseFile]:
-    """Make `releases/<id>` hold every planned file; returns the files uploaded."""
+    """Make `releases/<id>` hold every planned file; returns the files uploaded.
+
+    Uploads go to temp names, are verified by sha256 in one round trip, then renamed into
+    place; `metadata` ({name: text}, e.g. deploy.json then SHA256SUMS) is renamed in last,
+    in the given order.
+    """
     release_dir = f"{deploy_dir}/releases/{plan.release_id}"
     links = [
         {"rel": item.rel, "source": source, "sha256": item.sha256} for item, source in plan.link
     ]
-    script = render("deploy_link.sh.j2", release_dir=release_dir, links=links)
+    dirs = sorted({posixpath.dirname(f"{release_dir}/{item.rel}") for item in plan.upload})
+    script = render("deploy_link.sh.j2", release_dir=release_dir, links=links, dirs=dirs)
     out = conn.run("bash -c " + shlex.quote(script), timeout=600).stdout
     bad = {line[4:].strip() for line in out.splitlines() if line.startswith("bad ")}
     uploads = list(plan.upload) + [item for item, _ in plan.link if item.rel in bad]
+    if bad:
+        extra = sorted({posixpath.dirname(f"{release_dir}/{item.rel}") for item in uploads})
+        conn.run("mkdir -p -- " + " ".join(shlex.quote(d) for d in extra), timeout=30)
+    staged: list = []
+    expected: dict = {}
     for item in uploads:
-        conn.put(item.local, f"{release_dir}/{item.rel}", sha256=item.sha256, progress=progress)
+        final = f"{release_dir}/{item.rel}"
+        tmp = conn.upload_temp(item.local, final, progress)
+        staged.append((tmp, final))
+        expected[tmp] = item.sha256
+    with tempfile.TemporaryDirectory() as local_tmp:
+        for name, text in (metadata or {}).items():
+            local = Path(local_tmp) / name
+            local.write_text(text, encoding="utf-8")
+            final = f"{release_dir}/{name}"
+            tmp = conn.upload_temp(local, final)
+            staged.append((tmp, final))
+            expected[tmp] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    conn.verify(expected)
+    for tmp, final in staged:
+        conn.rename(tmp, final)
     return uploads
-
-
-def write_text(conn: HostConnection, remote: str, text: str) -> int:
-    """Write a small text file on the host atomically (via a local temp file and `put`)."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(remote).name
-        local.write_text(text, encoding="utf-8")
-        return conn.put(local, remote)
 
 
 def sha256sums(files) -> str:

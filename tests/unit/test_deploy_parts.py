@@ -127,6 +127,7 @@ def test_shell_templates_render_and_parse(name, tmp_path):
         "install": ["a-1-py3-none-any.whl"],
         "marker": ["00 a-1-py3-none-any.whl"],
         "keep": 3,
+        "dirs": ["/home/pi/retinaface pi/releases/0123456789abcdef/models"],
     }
     script = render(name, **context)
     path = tmp_path / "script.sh"
