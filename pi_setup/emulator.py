@@ -201,6 +201,7 @@ def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = No
         )
     _ensure_binfmt()
     _ensure_qemu_arm()
+    _ensure_credentials()
     for path in paths if paths is not None else [state_root(), emu_cache_dir()]:
         _check_disk(path, need_bytes)
 
@@ -255,6 +256,54 @@ def _ensure_qemu_arm() -> None:
             "so it cannot run inside a chroot: install Debian's `qemu-user-static` "
             "(it registers with F) and run `update-binfmts --enable qemu-arm`"
         )
+
+
+CRED_ENTRY = "retinaface-pi-arm"
+
+
+def _ensure_credentials() -> None:
+    """Let setuid ARM programs (sudo) work: a qemu-arm handler with the C (credentials) flag.
+
+    Debian registers qemu-arm without it. Rather than replace that entry (ARM programs started
+    meanwhile would fail), a second entry with the same magic and flags + "OC" is added; the
+    kernel tries the newest entry first. It lasts until reboot; remove it with
+    `echo -1 > /proc/sys/fs/binfmt_misc/retinaface-pi-arm`.
+    """
+    text = _qemu_arm_entry() or ""
+    current = re.search(r"^flags:\s*(\S*)", text, re.M)
+    if current and "C" in current.group(1):
+        return
+    try:
+        ours = (BINFMT_DIR / CRED_ENTRY).read_text()
+    except OSError:
+        ours = ""
+    if ours.startswith("enabled"):
+        return
+    try:
+        flags = re.search(r"^flags:\s*(\S*)", text, re.M).group(1)
+        interpreter = re.search(r"^interpreter\s+(\S+)", text, re.M).group(1)
+        offset = re.search(r"^offset\s+(\d+)", text, re.M).group(1)
+        magic = re.search(r"^magic\s+([0-9a-f]+)", text, re.M).group(1)
+        mask = re.search(r"^mask\s+([0-9a-f]+)", text, re.M).group(1)
+    except AttributeError:
+        raise EmulatorError(
+            f"cannot read the qemu-arm handler in {BINFMT_DIR / 'qemu-arm'}"
+        ) from None
+
+    def escaped(hexstr: str) -> str:
+        return "".join("\\x" + hexstr[i : i + 2] for i in range(0, len(hexstr), 2))
+
+    new_flags = "".join(sorted(set(flags) | {"O", "C"}))
+    line = f":{CRED_ENTRY}:M:{offset}:{escaped(magic)}:{escaped(mask)}:{interpreter}:{new_flags}"
+    try:
+        with open(BINFMT_DIR / "register", "w") as handle:
+            handle.write(line)
+    except OSError as error:
+        raise EmulatorError(
+            f"cannot add the qemu-arm handler with the C flag ({error}) that `sudo` inside the "
+            f"emulator needs: run `update-binfmts --package qemu-user-static --remove qemu-arm "
+            f"{interpreter}` and re-add it with `--credentials yes`"
+        ) from None
 
 
 def _check_disk(path: Path, need: int) -> None:
@@ -352,12 +401,21 @@ def _locked(release: Release) -> Iterator[None]:
 
 
 def _rmtree(path: Path) -> None:
-    """Remove a root filesystem tree; refuses while anything is mounted below it."""
+    """Remove a tree quickly: rename it aside, then delete it in a detached low-priority `rm`.
+
+    Refuses while anything is mounted below it (it would delete through the mount).
+    """
     if not path.exists():
         return
     if _mounts_under(path):
         raise EmulatorError(f"cannot remove {path}: something is still mounted below it")
-    shutil.rmtree(path)
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.replace(path, trash)
+    subprocess.Popen(
+        ["nice", "-n", "19", "rm", "-rf", "--one-file-system", str(trash)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def _mounts_under(path: Path) -> List[str]:
@@ -405,9 +463,7 @@ def _restore(release: Release, tarball: Path) -> None:
     tmp = dirs["base"] / "rootfs.restoring"
     _rmtree(tmp)
     tmp.mkdir(parents=True)
-    decompress = _compressor()[2] if tarball.name.endswith(_compressor()[0]) else None
-    if decompress is None:
-        decompress = ["zstd", "-q", "-d", "-c"] if tarball.suffix == ".zst" else ["gzip", "-dc"]
+    decompress = ["zstd", "-q", "-d", "-c"] if tarball.suffix == ".zst" else ["gzip", "-d", "-c"]
     log = dirs["build_log"]
     script = (
         f"set -o pipefail; {' '.join(decompress)} {_q(tarball)} | "
@@ -744,11 +800,27 @@ def status(release: Release) -> EmuStatus:
     )
 
 
-def up(name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None) -> EmuStatus:
-    """Build or restore the root filesystem, start sshd, trust its host key; idempotent."""
+def up(
+    name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None, fresh: bool = False
+) -> EmuStatus:
+    """Build or restore the root filesystem, start sshd, trust its host key; idempotent.
+
+    FRESH stops a running emulator and restores the root filesystem from the cached tarball,
+    dropping whatever was installed or left in it since.
+    """
     release = release_of(name)
     check_host(0)
     with _locked(release):
+        if fresh:
+            if emulator_pids(release):
+                progress(f"stopping {release.host} for a fresh root filesystem")
+                stop(release)
+            if tarball_path(release).exists():
+                check_host(RESTORE_BYTES, [state_root()])
+                progress(
+                    f"restoring a fresh {release.name} root filesystem from {tarball_path(release)}"
+                )
+                _restore(release, tarball_path(release))
         ensure_rootfs(release, progress)
         if _running_pid(release) is None:
             progress(f"starting sshd of {release.host} on {ADDRESS}:{release.port}")

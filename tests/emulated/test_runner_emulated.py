@@ -1,0 +1,154 @@
+"""The torch-free runner on the emulated Pis finds the same faces as on x86.
+
+bullseye: torch 1.7.1 on the .pth, OpenCV 4.5.1 DNN on the static simplified ONNX.
+trixie: onnxruntime 1.21 on the fp32, fp32-opt and int8 ONNX variants.
+The runner's files are copied in over ssh (tar), the way a deploy lays them out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from retinaface.config import RUNTIME_MODULES
+
+from .conftest import IMAGES, REPO, ssh_argv
+
+SIZE = (320, 240)
+IMAGE_NAMES = ("group.jpg", "selfie.jpg")
+REMOTE = "retinaface-emu-test"
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    """build/models/manifest.json, exporting the model variants first if there are none."""
+    from retinaface.export import export_models, load_manifest
+
+    models_dir = REPO / "build" / "models"
+    if not (models_dir / "manifest.json").exists():
+        export_models(models_dir)
+    return load_manifest(models_dir)
+
+
+@pytest.fixture(scope="session")
+def models(manifest) -> dict:
+    """Model file of each variant of the manifest."""
+    return {name: REPO / "build" / "models" / e["file"] for name, e in manifest["models"].items()}
+
+
+def _variants(manifest: dict, backend: str) -> list:
+    """The variants the model build meant for BACKEND (fp32, fp32-opt, int8 … for onnxruntime)."""
+    return sorted(k for k, e in manifest["models"].items() if e.get("backend") == backend)
+
+
+def _x86_faces(model: Path, backend: str, image: Path) -> list:
+    from retinaface.detector import Detector
+    from retinaface.imageio import read_image
+
+    detector = Detector(str(model), backend=backend, size=SIZE)
+    return detector.detect(read_image(str(image)))
+
+
+def _push(st, files: dict) -> None:
+    """Copy the runner package, the given models and the test images to ~/REMOTE on the emulator."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for module in RUNTIME_MODULES:
+            tar.add(REPO / "retinaface" / f"{module}.py", f"retinaface/{module}.py")
+        for path in files.values():
+            tar.add(path, f"models/{path.name}")
+        for name in IMAGE_NAMES:
+            tar.add(IMAGES / name, f"images/{name}")
+    proc = subprocess.run(
+        ssh_argv(st) + [f"rm -rf {REMOTE} && mkdir -p {REMOTE} && tar -x -C {REMOTE} -f -"],
+        input=buffer.getvalue(),
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def _remote_faces(st, model: Path, backend: str, image: str) -> list:
+    cmd = (
+        f"cd {REMOTE} && python3 -m retinaface.runner detect --model models/{model.name} "
+        f"--image images/{image} --backend {backend} --size {SIZE[0]}x{SIZE[1]} "
+        f"--json /tmp/{REMOTE}.json >&2 && cat /tmp/{REMOTE}.json"
+    )
+    proc = subprocess.run(ssh_argv(st) + [cmd], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{backend} on {model.name}: {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout)["faces"]
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def assert_same_faces(arm: list, x86: list, what: str, min_iou: float = 0.9) -> None:
+    """Same count, and each x86 face has its own ARM face with IoU >= MIN_IOU."""
+    assert len(arm) == len(x86), f"{what}: {len(arm)} faces on armv7l, {len(x86)} on x86"
+    free = list(arm)
+    for face in x86:
+        best = max(free, key=lambda other: _iou(face["box"], other["box"]))
+        iou = _iou(face["box"], best["box"])
+        assert iou >= min_iou, f"{what}: x86 face {face['box']} best armv7l IoU {iou:.3f}"
+        free.remove(best)
+
+
+def _check(st, files: dict, variant: str, backend: str) -> None:
+    model = files[variant]
+    for image in IMAGE_NAMES:
+        x86 = _x86_faces(model, backend, IMAGES / image)
+        assert x86, f"{image}: no face on x86, the comparison would prove nothing"
+        arm = _remote_faces(st, model, backend, image)
+        assert_same_faces(arm, x86, f"{backend} {model.name} {image}")
+
+
+def test_iou_matcher_can_fail():
+    face = {"box": [0, 0, 10, 10]}
+    with pytest.raises(AssertionError, match="faces on armv7l"):
+        assert_same_faces([face], [face, face], "count")
+    with pytest.raises(AssertionError, match="IoU"):
+        assert_same_faces([{"box": [5, 5, 15, 15]}], [face], "shifted")
+    assert_same_faces([{"box": [0, 0, 10, 10.2]}], [face], "close")
+
+
+@pytest.fixture
+def bullseye_runner(bullseye, models, manifest):
+    wanted = ["torch"] + _variants(manifest, "opencv")
+    _push(bullseye, {k: models[k] for k in wanted})
+    return bullseye
+
+
+@pytest.fixture
+def trixie_runner(trixie, models, manifest):
+    _push(trixie, {k: models[k] for k in _variants(manifest, "onnxruntime")})
+    return trixie
+
+
+def test_bullseye_torch_171(bullseye_runner, models):
+    _check(bullseye_runner, models, "torch", "torch")
+
+
+def test_bullseye_opencv_451_dnn_static_onnx(bullseye_runner, models, manifest):
+    """OpenCV 4.5.1 DNN reads the static simplified export (its fixed input size wins)."""
+    variants = _variants(manifest, "opencv")
+    assert variants, "the model build made no variant for the opencv backend"
+    for variant in variants:
+        _check(bullseye_runner, models, variant, "opencv")
+
+
+def test_trixie_onnxruntime_121(trixie_runner, models, manifest):
+    """onnxruntime 1.21 on every ONNX variant meant for it: fp32, fp32-opt and int8."""
+    variants = _variants(manifest, "onnxruntime")
+    assert "fp32" in variants and "int8" in variants, variants
+    for variant in variants:
+        _check(trixie_runner, models, variant, "onnxruntime")
