@@ -5,13 +5,17 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from deploy import report
+from deploy.bench import BenchOptions, _signal_name, new_stamp, parse_poll
 from deploy.errors import DeployError
+from deploy.render import render
 from deploy.report import compare, load_results, render_reports, render_tables
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -201,3 +205,68 @@ def test_compare_shows_deltas(tmp_path):
     assert f"({p50 - 50.0:+.1f} ms, {100 * (p50 - 50.0) / 50.0:+.1f} %)" in line
     assert "threads None vs 4" in line
     assert "- fixture-b: only in the new run" in text
+
+
+# --- the remote side of deploy/bench.py: its scripts and the parsing of their output -------
+
+
+def test_bench_scripts_render_and_pass_bash_n(tmp_path):
+    options = BenchOptions(threads=4, variants=["fp32", "int8"], cooldown_below_c=65.0)
+    args = options.runner_args("/d/current/models", "/d/current/probe.jpg", "/r/b.json", "/r/p")
+    assert args[args.index("--size") + 1] == "640x480"
+    assert args[args.index("--variants") + 1] == "fp32,int8"
+    assert args[args.index("--cooldown-below") + 1] == "65.0"
+    scripts = {
+        "run": render("bench_run.sh.j2", run_dir="/r x", python="/d/venv/bin/python", args=args),
+        "poll": render("bench_poll.sh.j2", run_dir="/r x", kill=False),
+        "stop": render("bench_poll.sh.j2", run_dir="/r x", kill=True),
+    }
+    for name, text in scripts.items():
+        path = tmp_path / f"{name}.sh"
+        path.write_text(text)
+        check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, f"{name}: {check.stderr}"
+    assert "'/r x'" in scripts["run"] and "kill -TERM" in scripts["stop"]
+    assert "kill -TERM" not in scripts["poll"]
+
+
+def test_bench_scripts_run_a_detached_command_and_poll_it(tmp_path):
+    """The real scripts on this machine, with a stand-in "python" that exits 3."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "args: $*" >&2\nexit 3\n')
+    fake.chmod(0o755)
+    run_dir = tmp_path / "run"
+    script = render("bench_run.sh.j2", run_dir=str(run_dir), python=str(fake), args=["--x", "a b"])
+    started = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0 and started.stdout.startswith("started ")
+    poll = render("bench_poll.sh.j2", run_dir=str(run_dir), kill=False)
+    for _ in range(100):
+        state = parse_poll(
+            subprocess.run(["bash", "-c", poll], capture_output=True, text=True).stdout
+        )
+        if state["rc"] is not None:
+            break
+        time.sleep(0.05)
+    assert state["rc"] == 3
+    stderr = (run_dir / "stderr.log").read_text()
+    assert stderr == "args: -B -m retinaface.runner bench --x a b\n"
+
+
+def test_parse_poll_and_exit_names():
+    text = 'progress {"variant": "fp32", "phase": "timed", "done": 3}\nrc 139\nalive no\n'
+    assert parse_poll(text) == {
+        "progress": {"variant": "fp32", "phase": "timed", "done": 3},
+        "rc": 139,
+        "alive": False,
+    }
+    assert parse_poll("alive yes\n") == {"progress": None, "rc": None, "alive": True}
+    assert _signal_name(139) == "killed by signal 11 (SIGSEGV)"
+    assert _signal_name(137) == "killed by signal 9 (SIGKILL)"
+    assert _signal_name(1) == "exit 1"
+
+
+def test_new_stamp_never_reuses_a_folder(tmp_path):
+    first = new_stamp(tmp_path)
+    (tmp_path / first).mkdir()
+    second = new_stamp(tmp_path)
+    assert second != first and second.startswith(first)
