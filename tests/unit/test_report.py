@@ -210,7 +210,7 @@ def test_compare_shows_deltas(tmp_path):
 # --- the remote side of deploy/bench.py: its scripts and the parsing of their output -------
 
 
-def test_bench_scripts_render_and_pass_bash_n(tmp_path):
+def test_bench_scripts_render_and_pass_bash_n_and_shellcheck(tmp_path):
     options = BenchOptions(threads=4, variants=["fp32", "int8"], cooldown_below_c=65.0)
     args = options.runner_args("/d/current/models", "/d/current/probe.jpg", "/r/b.json", "/r/p")
     assert args[args.index("--size") + 1] == "640x480"
@@ -226,6 +226,10 @@ def test_bench_scripts_render_and_pass_bash_n(tmp_path):
         path.write_text(text)
         check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert check.returncode == 0, f"{name}: {check.stderr}"
+        lint = subprocess.run(
+            ["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True
+        )
+        assert lint.returncode == 0, f"{name}: {lint.stdout}"
     assert "'/r x'" in scripts["run"] and "kill -TERM" in scripts["stop"]
     assert "kill -TERM" not in scripts["poll"]
 
