@@ -166,3 +166,18 @@ def test_probe_wheel_built_on_emulated_pi_resumes_pulls_and_deploys(bullseye, tm
     assert check.returncode == 0, check.stderr
     assert check.stdout.split()[:2] == ["42", "32"]
     assert "/retinaface-pi/venv/" in check.stdout
+
+
+def test_setup_pi_on_emulated_pi_is_idempotent(bullseye):
+    from pi_setup.setup_pi import setup_pi
+
+    (checked,) = setup_pi("pi4-emu", check=True)
+    (first,) = setup_pi("pi4-emu")
+    assert not first.would
+    assert len(first.changed) == len(checked.would)  # check mode predicted exactly this
+    (second,) = setup_pi("pi4-emu")
+    assert not second.changed and not second.would
+    assert any(line.startswith("apt packages") for line in second.ok)
+    assert any(line.startswith("venv ") for line in second.ok)
+    check = ssh(bullseye, "dpkg-query -W -f='${Status}\\n' libgomp1 libatomic1")
+    assert check.stdout.count("install ok installed") == 2
