@@ -229,6 +229,10 @@ def bench_host(
     conn.run(f"rm -rf {shlex.quote(remote.rsplit('/', 1)[0])}", timeout=60, check=False)
     result = load_result(target, host.name)
     say({"stage": "done"})
+    records = result.data["variants"]
+    if not any(records[name]["status"] == "ok" for name in result.data["order"]):
+        reasons = "; ".join(f"{name}: {records[name]['skipped']}" for name in result.data["order"])
+        raise DeployError(f"{host.name}: no variant could run ({reasons}); see {target}")
     return HostBench(
         host=host.name,
         path=target,

@@ -96,6 +96,13 @@ def test_a_host_that_is_down_exits_4_and_the_others_report(lab, models_dir, tmp_
     assert (run.results_dir / "pi-up" / "bench.json").is_file()
     assert not (run.results_dir / "pi-down").exists()
     assert "| ms per frame | fp32 |" in run.report.markdown
+    # A host where no variant can run fails, but its result (all skip reasons) is kept.
+    none = bench(lab, "pi-up", models_dir, tmp_path / "results", variants=["no-such"])
+    assert none.exit_code == 2
+    message = none.fleet.reports[0].message
+    assert "pi-up: no variant could run (no-such: not in manifest.json (has: " in message
+    assert (none.results_dir / "pi-up" / "bench.json").is_file()
+    assert "| ms per frame | no-such |" in none.report.markdown
 
 
 CRASHES = {
