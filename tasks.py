@@ -464,6 +464,7 @@ def fetch_ort(
         "add_swap": "create a swap file (/var/swap.retinaface-pi) when RAM+swap is too small",
         "no_apt": "skip the apt-get step (build dependencies already installed)",
         "work_dir": "build directory on the builder (default ~/retinaface-pi-build)",
+        "wheels_dir": "where pulled wheels and manifest.json go (default wheels/)",
         "inventory": INVENTORY_HELP,
     }
 )
@@ -479,10 +480,12 @@ def build_wheels(
     add_swap=False,
     no_apt=False,
     work_dir="~/retinaface-pi-build",
+    wheels_dir=None,
     inventory=None,
 ):
     """Build torch 1.7.0 / torchvision 0.8.1 armv7l wheels on a Pi (detached; rerun resumes)."""
     import sys
+    from pathlib import Path
 
     from pi_setup import build_wheels as bw
     from pi_setup.errors import WheelError
@@ -520,6 +523,7 @@ def build_wheels(
         work=work_dir,
         follow=follow,
         out=out,
+        dest=Path(wheels_dir) if wheels_dir else bw.WHEELS_DIR,
     )
     started = outcome.started
     kind = "emulated " if outcome.info.emulated else ""
@@ -545,15 +549,21 @@ def build_wheels(
         "builder": BUILDER_HELP,
         "pull": "copy finished wheels into wheels/ and update wheels/manifest.json",
         "work_dir": "build directory on the builder (default ~/retinaface-pi-build)",
+        "wheels_dir": "where pulled wheels and manifest.json go (default wheels/)",
         "inventory": INVENTORY_HELP,
     }
 )
 @user_errors
-def build_status(c, builder, pull=False, work_dir="~/retinaface-pi-build", inventory=None):
+def build_status(
+    c, builder, pull=False, work_dir="~/retinaface-pi-build", wheels_dir=None, inventory=None
+):
     """Show the wheel build's state on a builder: stage, elapsed time, finished wheels."""
+    from pathlib import Path
+
     from pi_setup import build_wheels as bw
 
-    status, pulled = bw.status_on(builder, inventory=inventory, work=work_dir, pull=pull)
+    dest = Path(wheels_dir) if wheels_dir else bw.WHEELS_DIR
+    status, pulled = bw.status_on(builder, inventory=inventory, work=work_dir, pull=pull, dest=dest)
     elapsed = status.elapsed
     clock = f"{elapsed // 3600}h{elapsed % 3600 // 60:02d}m{elapsed % 60:02d}s" if elapsed else "-"
     print(f"{builder}: {status.state}; stage {status.stage or '-'}; elapsed {clock}")

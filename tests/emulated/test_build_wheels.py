@@ -168,6 +168,24 @@ def test_probe_wheel_built_on_emulated_pi_resumes_pulls_and_deploys(bullseye, tm
     assert "/retinaface-pi/venv/" in check.stdout
 
 
+def test_cli_build_wheels_follow_pulls_into_wheels_dir(bullseye, tmp_path):
+    """`invoke build-wheels --follow` as a user runs it: starts, streams the log, pulls."""
+    repo = make_probe_repo(tmp_path / "pi_probe")
+    work = "~/retinaface-pi-build-cli"
+    wheels = tmp_path / "wheels"
+    ssh(bullseye, f"rm -rf {work}")
+    argv = [sys.executable, "-m", "invoke", "build-wheels", "--builder", "pi4-emu"]
+    argv += ["--packages", "pi-probe", "--source", str(repo), "--follow"]
+    argv += ["--work-dir", work, "--wheels-dir", str(wheels)]
+    result = subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "stage pi-probe:build" in result.stdout  # the streamed log
+    assert "pi4-emu: started on emulated bullseye cp39" in result.stdout
+    assert f"{wheels / WHEEL}" in result.stdout
+    manifest = json.loads((wheels / "manifest.json").read_text())
+    assert manifest["wheels"][WHEEL]["source"]["repo"] == f"workstation:{repo.resolve()}"
+
+
 def test_setup_pi_on_emulated_pi_is_idempotent(bullseye):
     from pi_setup.setup_pi import setup_pi
 
