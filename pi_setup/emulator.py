@@ -194,16 +194,20 @@ def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = No
     Mounts binfmt_misc and enables qemu-arm when they are only switched off; raises an
     EmulatorError naming the fix otherwise.
     """
-    if os.geteuid() != 0:
-        raise EmulatorError(
-            "the emulated Pi needs root (debootstrap, chroot, mount namespaces): "
-            "run the task as root, e.g. `sudo invoke emu-up`"
-        )
+    _check_root()
     _ensure_binfmt()
     _ensure_qemu_arm()
     _ensure_credentials()
     for path in paths if paths is not None else [state_root(), emu_cache_dir()]:
         _check_disk(path, need_bytes)
+
+
+def _check_root() -> None:
+    if os.geteuid() != 0:
+        raise EmulatorError(
+            "the emulated Pi needs root (debootstrap, chroot, mount namespaces): "
+            "run the task as root, e.g. `sudo invoke emu-up`"
+        )
 
 
 def _ensure_binfmt() -> None:
@@ -322,13 +326,19 @@ def _check_disk(path: Path, need: int) -> None:
 # ---------------------------------------------------------------- small helpers
 
 
-def mirror_url() -> str:
-    """The Debian mirror this machine's apt uses ($RETINAFACE_PI_MIRROR overrides)."""
+def mirror_url(sources: Optional[List[Path]] = None) -> str:
+    """The Debian mirror this machine's apt uses ($RETINAFACE_PI_MIRROR overrides).
+
+    Reads one-line (`deb URL …`) and deb822 (`URIs: URL`) sources; the first URL ending in
+    /debian wins (not -security, not third-party repositories).
+    """
     override = os.environ.get("RETINAFACE_PI_MIRROR")
     if override:
         return override
-    files = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
-    for path in files:
+    if sources is None:
+        sources = [Path("/etc/apt/sources.list")]
+        sources += sorted(Path("/etc/apt/sources.list.d").glob("*"))
+    for path in sources:
         try:
             text = path.read_text()
         except OSError:
@@ -833,7 +843,7 @@ def up(
 
 def down(name: Optional[str] = None) -> List[EmuStatus]:
     """Stop one release's emulator (or all); return the status of those that were running."""
-    check_host(0, [])
+    _check_root()
     names = [name] if name else sorted(RELEASES)
     stopped = []
     for each in names:

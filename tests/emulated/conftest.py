@@ -40,6 +40,7 @@ class Emulators:
     def __init__(self) -> None:
         self.started: set = set()
         self.up_seconds: dict = {}
+        self.deployed: set = set()  # releases deployed to in this session
 
     def up(self, release: str) -> emulator.EmuStatus:
         """The release running; the first call of the session starts it on a fresh root filesystem."""

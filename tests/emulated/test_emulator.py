@@ -197,3 +197,41 @@ def test_cache_key_follows_the_package_list():
     assert emulator.cache_key(rel) == emulator.cache_key(emulator.release_of("bullseye"))
     assert emulator.cache_key(rel) != emulator.cache_key(changed)
     assert emulator.tarball_path(rel).parent == Path(emulator.emu_cache_dir())
+
+
+def test_mirror_is_read_from_apt_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("RETINAFACE_PI_MIRROR", raising=False)
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n"
+    )
+    oneline = tmp_path / "sources.list"
+    oneline.write_text(
+        "# deb http://old.example/debian bullseye main\ndeb [arch=amd64] http://x.example/debian bookworm main\n"
+    )
+    other = tmp_path / "cloud.list"
+    other.write_text("deb https://packages.example.com/apt cloud-sdk main\n")
+    assert emulator.mirror_url([other, deb822, oneline]) == "http://mirror.example/debian"
+    assert emulator.mirror_url([oneline]) == "http://x.example/debian"
+    assert emulator.mirror_url([other]) == "http://deb.debian.org/debian"
+    monkeypatch.setenv("RETINAFACE_PI_MIRROR", "http://local.example/debian")
+    assert emulator.mirror_url([deb822]) == "http://local.example/debian"
+
+
+def test_host_key_line_replaces_only_its_own(tmp_path, monkeypatch):
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "[127.0.0.1]:2222 ssh-ed25519 OLD\n[127.0.0.1]:22222 ssh-ed25519 KEEP1\npi4 ssh-rsa KEEP2\n"
+    )
+    monkeypatch.setenv("RETINAFACE_PI_KNOWN_HOSTS", str(known))
+    monkeypatch.setenv("RETINAFACE_PI_EMU_ROOT", str(tmp_path / "emu"))
+    keydir = tmp_path / "emu" / "bullseye" / "rootfs" / "etc" / "ssh"
+    keydir.mkdir(parents=True)
+    (keydir / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 NEW root@pi4-emu\n")
+    assert emulator.record_host_key(emulator.release_of("bullseye")) == known
+    assert known.read_text().splitlines() == [
+        "[127.0.0.1]:22222 ssh-ed25519 KEEP1",
+        "pi4 ssh-rsa KEEP2",
+        "[127.0.0.1]:2222 ssh-ed25519 NEW",
+    ]

@@ -2,7 +2,8 @@
 
 bullseye: torch 1.7.1 on the .pth, OpenCV 4.5.1 DNN on the static simplified ONNX.
 trixie: onnxruntime 1.21 on the fp32, fp32-opt and int8 ONNX variants.
-The runner's files are copied in over ssh (tar), the way a deploy lays them out.
+Each emulator gets a real `invoke deploy --host pi4-emu[-trixie]` (runner wheel in a venv with the
+system site packages, the model variants of build/models); the test images are copied beside.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from retinaface.config import RUNTIME_MODULES
-
-from .conftest import IMAGES, REPO, ssh_argv
+from .conftest import IMAGES, REPO, invoke, ssh_argv
 
 SIZE = (320, 240)
 IMAGE_NAMES = ("group.jpg", "selfie.jpg")
 REMOTE = "retinaface-emu-test"
+DEPLOY_DIR = "retinaface-pi"  # inventory.yaml: deploy_dir ~/retinaface-pi (ssh starts in ~)
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +54,16 @@ def _x86_faces(model: Path, backend: str, image: Path) -> list:
     return detector.detect(read_image(str(image)))
 
 
-def _push(st, files: dict) -> None:
-    """Copy the runner package, the given models and the test images to ~/REMOTE on the emulator."""
+def _deploy(emulators, st) -> None:
+    """`invoke deploy --host <emulator>` once per session, then the test images beside it."""
+    if st.release not in emulators.deployed:
+        out = invoke("deploy", "--host", st.host, timeout=1800)
+        assert out.returncode == 0, (
+            f"deploy to {st.host} failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+        )
+        emulators.deployed.add(st.release)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for module in RUNTIME_MODULES:
-            tar.add(REPO / "retinaface" / f"{module}.py", f"retinaface/{module}.py")
-        for path in files.values():
-            tar.add(path, f"models/{path.name}")
         for name in IMAGE_NAMES:
             tar.add(IMAGES / name, f"images/{name}")
     proc = subprocess.run(
@@ -74,10 +76,12 @@ def _push(st, files: dict) -> None:
 
 
 def _remote_faces(st, model: Path, backend: str, image: str) -> list:
+    """Run the deployed runner (its venv, the release's model file) on one image."""
     cmd = (
-        f"cd {REMOTE} && python3 -m retinaface.runner detect --model models/{model.name} "
-        f"--image images/{image} --backend {backend} --size {SIZE[0]}x{SIZE[1]} "
-        f"--json /tmp/{REMOTE}.json >&2 && cat /tmp/{REMOTE}.json"
+        f"{DEPLOY_DIR}/venv/bin/python -m retinaface.runner detect "
+        f"--model {DEPLOY_DIR}/current/models/{model.name} --image {REMOTE}/images/{image} "
+        f"--backend {backend} --size {SIZE[0]}x{SIZE[1]} --json {REMOTE}/faces.json >&2 "
+        f"&& cat {REMOTE}/faces.json"
     )
     proc = subprocess.run(ssh_argv(st) + [cmd], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{backend} on {model.name}: {proc.stderr[-2000:]}"
@@ -122,15 +126,14 @@ def test_iou_matcher_can_fail():
 
 
 @pytest.fixture
-def bullseye_runner(bullseye, models, manifest):
-    wanted = ["torch"] + _variants(manifest, "opencv")
-    _push(bullseye, {k: models[k] for k in wanted})
+def bullseye_runner(emulators, bullseye, manifest):
+    _deploy(emulators, bullseye)
     return bullseye
 
 
 @pytest.fixture
-def trixie_runner(trixie, models, manifest):
-    _push(trixie, {k: models[k] for k in _variants(manifest, "onnxruntime")})
+def trixie_runner(emulators, trixie, manifest):
+    _deploy(emulators, trixie)
     return trixie
 
 
