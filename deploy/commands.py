@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,12 +48,10 @@ def deploy(
     """Deploy to every selected host in parallel; models are exported first when missing."""
     hosts = load_inventory(inventory).select(host)
     manifest = ensure_models(models_dir, progress=note)
-    # A private copy for this run: a concurrent build cannot swap the file between hash and upload.
-    with tempfile.TemporaryDirectory(prefix="retinaface-pi-runner-") as tmp:
-        runner = build_runner_wheel(Path(tmp))
-        return _deploy_hosts(
-            hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir
-        )
+    runner = build_runner_wheel()  # content-addressed path: never rewritten under us
+    return _deploy_hosts(
+        hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir
+    )
 
 
 def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir):

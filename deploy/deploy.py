@@ -23,10 +23,12 @@ from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
 from deploy.render import render
 from deploy.sync import (
     SyncPlan,
+    acquire_lock,
     activate,
     apply_sync,
     plan_sync,
     read_state,
+    release_lock,
     sha256sums,
 )
 
@@ -151,6 +153,37 @@ def deploy_host(
     plan = plan_release(
         facts.tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest
     )
+    outcome, work = _survey(conn, deploy_dir, plan, check)
+    if check or not work.needed:
+        return outcome
+    owner = acquire_lock(conn, deploy_dir)
+    try:
+        outcome, work = _survey(conn, deploy_dir, plan, check)  # again, now that we hold the lock
+        if work.needed:
+            _apply(conn, deploy_dir, plan, facts, outcome, work, progress)
+    finally:
+        release_lock(conn, deploy_dir, owner)
+    return outcome
+
+
+@dataclass
+class _Work:
+    """What `_apply` has to do, from `_survey`."""
+
+    sync: SyncPlan
+    install: list
+    marker: list
+    venv_step: bool
+    switch: bool
+
+    @property
+    def needed(self) -> bool:
+        return self.sync.changes_files or self.venv_step or self.switch
+
+
+def _survey(conn: HostConnection, deploy_dir: str, plan: ReleasePlan, check: bool):
+    """Read the host's deploy directory and decide what to do (read-only)."""
+    host = conn.host
     state = read_state(conn, deploy_dir, plan.id)
     sync: SyncPlan = plan_sync(plan.files, plan.id, state)
     venv_missing, install, marker = _venv_step(plan, state)
@@ -171,8 +204,16 @@ def deploy_host(
         switched=state.current != plan.id,
         deploy_dir=deploy_dir,
     )
-    if check:
-        return outcome
+    work = _Work(
+        sync, install, marker, venv_missing or bool(install) or marker_differs, outcome.switched
+    )
+    return outcome, work
+
+
+def _apply(conn, deploy_dir, plan, facts, outcome, work, progress) -> None:
+    """Carry out a survey's work: sync the release, install the venv, switch `current`."""
+    host = conn.host
+    sync, install, marker = work.sync, work.install, work.marker
     release_dir = f"{deploy_dir}/releases/{plan.id}"
     if sync.changes_files or outcome.switched:
         total = sync.upload_bytes
@@ -198,7 +239,7 @@ def deploy_host(
         outcome.metadata_bytes = conn.bytes_sent - before - outcome.bytes_sent
         if progress and total:
             progress(total, total)
-    if venv_missing or install or marker_differs:
+    if work.venv_step:
         script = render(
             "deploy_venv.sh.j2",
             deploy_dir=deploy_dir,
@@ -210,4 +251,3 @@ def deploy_host(
         conn.run("bash -c " + shlex.quote(script), timeout=1800)
     if outcome.switched:
         outcome.pruned = activate(conn, deploy_dir, plan.id, host.keep_releases)
-    return outcome

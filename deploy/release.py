@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,18 +163,22 @@ def build_runner_wheel(
     src_dir: Optional[Path] = None,
     modules: Optional[Iterable[str]] = None,
 ) -> Path:
-    """Write the runner wheel into `out_dir` (atomically; untouched when the bytes are equal)."""
+    """Write the runner wheel as `out_dir/<sha256[:12]>/<name>.whl` and return its path.
+
+    The folder is named by content, so a file once returned never changes underneath its
+    caller, even when another process builds a different runner at the same time.
+    """
     if modules is None:
         from retinaface.config import RUNTIME_MODULES
 
         modules = RUNTIME_MODULES
     name, data = runner_wheel_bytes(src_dir or REPO_ROOT / "retinaface", modules)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
+    folder = Path(out_dir) / hashlib.sha256(data).hexdigest()[:12]
+    path = folder / name
     if path.is_file() and path.read_bytes() == data:
         return path
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path

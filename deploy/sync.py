@@ -9,9 +9,13 @@ instead of sent; a new file goes to a temp name, is verified by sha256, then ren
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import posixpath
 import shlex
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -188,3 +192,75 @@ def verify_release(conn: HostConnection, deploy_dir: str, release_id: str) -> No
             f"{conn.host.name}: release {release_id} fails its SHA256SUMS: "
             f"{(result.stdout + result.stderr).strip()[-400:]}"
         )
+
+
+# --- one deploy at a time per host ------------------------------------------------------
+
+LOCK_WAIT = 600.0  # seconds to wait for another deploy to the same host
+LOCK_STALE = 3600  # a lock older than this is taken over
+_HELD: set = set()  # tokens of the locks this process holds now
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_script(deploy_dir: str, owner: str, action: str) -> str:
+    script = render("deploy_lock.sh.j2", deploy_dir=deploy_dir, owner=owner, action=action)
+    return "bash -c " + shlex.quote(script)
+
+
+def _stale(held: str) -> bool:
+    """Is the lock described by `held <age> <node> <pid> <token>` left over by a dead deploy?"""
+    parts = held.split()
+    try:
+        age, node, pid, token = int(parts[1]), parts[2], int(parts[3]), parts[4]
+    except (IndexError, ValueError):
+        return False
+    if age > LOCK_STALE:
+        return True
+    if node != platform.node():
+        return False
+    if pid == os.getpid():
+        return token not in _HELD  # an earlier run of this process lost its connection
+    return not _pid_alive(pid)
+
+
+def acquire_lock(conn: HostConnection, deploy_dir: str, wait: float = LOCK_WAIT) -> str:
+    """Take the host's deploy lock, waiting for a running deploy; returns the owner string.
+
+    A lock left by a dead deploy from this machine (or older than an hour) is taken over.
+    """
+    token = uuid.uuid4().hex[:12]
+    owner = f"{platform.node()} {os.getpid()} {token}"
+    deadline = time.monotonic() + wait
+    while True:
+        out = conn.run(_lock_script(deploy_dir, owner, "take"), timeout=60).stdout.strip()
+        if out == "acquired":
+            _HELD.add(token)
+            return owner
+        if _stale(out):
+            conn.log.info("taking over a stale deploy lock: %s", out)
+            conn.run(_lock_script(deploy_dir, owner, "break"), timeout=60)
+            continue
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"{conn.host.name}: another deploy holds {deploy_dir}/.deploy.lock "
+                f"({out}); if none runs, remove that directory"
+            )
+        time.sleep(1.0)
+
+
+def release_lock(conn: HostConnection, deploy_dir: str, owner: str) -> None:
+    """Drop the lock if we still hold it (a lost connection leaves it; the next run takes over)."""
+    _HELD.discard(owner.split()[-1])
+    try:
+        conn.run(_lock_script(deploy_dir, owner, "drop"), timeout=60, check=False)
+    except DeployError:
+        pass

@@ -49,42 +49,73 @@ def main() -> int:
     inventory.write_text("\n".join(lines) + "\n")
     fleet = ",".join(f"h{i}" for i in range(args.hosts))
 
-    def timed(hosts: str) -> float:
+    cpu: dict = {}
+
+    def timed(hosts: str, models: Path = MODELS_DIR, name: str = "") -> float:
         start = time.perf_counter()
-        result = deploy(hosts, str(inventory), log_dir=root / "logs")
+        used = time.process_time()
+        result = deploy(hosts, str(inventory), models_dir=models, log_dir=root / "logs")
         elapsed = time.perf_counter() - start
+        cpu.setdefault(name, []).append(time.process_time() - used)
         if result.exit_code:
             raise SystemExit(result.recap())
         return elapsed
+
+    def changed_models(index: int) -> Path:
+        """A copy of build/models whose fp32.onnx differs (new doc string), manifest updated."""
+        import json
+
+        import onnx
+
+        from deploy.connection import sha256_file
+
+        dest = root / f"models-{index}"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(MODELS_DIR, dest)
+        model = onnx.load(str(dest / "fp32.onnx"))
+        model.doc_string = f"bench {index}"
+        onnx.save(model, str(dest / "fp32.onnx"))
+        manifest = json.loads((dest / "manifest.json").read_text())
+        manifest["models"]["fp32"]["sha256"] = sha256_file(dest / "fp32.onnx")
+        manifest["models"]["fp32"]["bytes"] = (dest / "fp32.onnx").stat().st_size
+        (dest / "manifest.json").write_text(json.dumps(manifest))
+        return dest
 
     def wipe() -> None:
         for i in range(args.hosts):
             shutil.rmtree(root / f"dep{i}", ignore_errors=True)
 
-    rows = {"cold 1 host": [], "no-op 1 host": [], f"cold {args.hosts} hosts": [],
-            f"no-op {args.hosts} hosts": []}  # fmt: skip
+    n = args.hosts
+    rows = {"cold 1 host": [], "no-op 1 host": [], "new model 1 host": [],
+            f"cold {n} hosts": [], f"no-op {n} hosts": [], f"new model {n} hosts": []}  # fmt: skip
+    load = os.getloadavg()[0]
     try:
         timed("h0")  # warm the runner wheel build and Python imports
-        for _ in range(args.repeat):
-            wipe()
-            rows["cold 1 host"].append(timed("h0"))
-            rows["no-op 1 host"].append(timed("h0"))
-            wipe()
-            rows[f"cold {args.hosts} hosts"].append(timed(fleet))
-            rows[f"no-op {args.hosts} hosts"].append(timed(fleet))
+        for rep in range(args.repeat):
+            for hosts, label, index in (
+                ("h0", "1 host", 2 * rep),
+                (fleet, f"{n} hosts", 2 * rep + 1),
+            ):
+                wipe()
+                for kind, models in (("cold", MODELS_DIR), ("no-op", MODELS_DIR),
+                                     ("new model", changed_models(index))):  # fmt: skip
+                    name = f"{kind} {label}"
+                    rows[name].append(timed(hosts, models, name))
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
     median = {name: statistics.median(values) for name, values in rows.items()}
     for name, value in median.items():
-        print(f"{name:>16}: {value:6.2f} s  (runs: {', '.join(f'{v:.2f}' for v in rows[name])})")
+        runs = ", ".join(f"{v:.2f}" for v in rows[name])
+        client = statistics.median(cpu[name])
+        print(f"{name:>19}: {value:6.2f} s wall, {client:5.2f} s client CPU  (runs: {runs})")
+    print(f"load average at start: {load:.1f} on {os.cpu_count()} CPUs (servers share them)")
     cold = median["cold 1 host"]
     print(f"no-op / cold (1 host): {median['no-op 1 host'] / cold:.1%}  (target <= 15 %)")
-    print(
-        f"{args.hosts} hosts / 1 host (cold): {median[f'cold {args.hosts} hosts'] / cold:.2f}x"
-        "  (target <= 1.5x)"
-    )
+    for kind in ("cold", "no-op", "new model"):
+        ratio = median[f"{kind} {n} hosts"] / median[f"{kind} 1 host"]
+        print(f"{n} hosts / 1 host ({kind}): {ratio:.2f}x  (target <= 1.5x)")
     return 0
 
 

@@ -273,6 +273,32 @@ def test_sshd_killed_mid_upload_keeps_previous_release(lab, models_dir):
     assert release_intact(where, outcome.release_id)
     leftovers = list((where / "releases").rglob("*.part-*"))
     assert leftovers == []
+    assert not (where / ".deploy.lock").exists()  # the lost run's lock was taken over, then dropped
+
+
+def test_concurrent_deploys_to_one_host_take_turns(lab, models_dir, tmp_path):
+    import threading
+
+    lab.add("pi-cc")
+    lab.trust("pi-cc")
+    variants = [changed_models(models_dir, tmp_path / f"m{i}", note=str(i)) for i in range(2)]
+    results = [None, None]
+
+    def one(index):
+        results[index] = run_deploy(lab, "pi-cc", variants[index])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert [r.exit_code for r in results] == [0, 0], [r.recap() for r in results]
+    where = lab.deploy_dir("pi-cc")
+    ids = {r.reports[0].result.release_id for r in results}
+    assert current_release(where) in ids and len(ids) == 2
+    for release in ids:
+        assert release_intact(where, release)
+    assert not (where / ".deploy.lock").exists()
 
 
 def test_check_changes_nothing(lab, models_dir):

@@ -112,12 +112,14 @@ DEPLOY_TEMPLATES = sorted(
 
 
 def test_deploy_templates_found():
-    assert len(DEPLOY_TEMPLATES) == 5
+    assert len(DEPLOY_TEMPLATES) == 6
 
 
 @pytest.mark.parametrize("name", DEPLOY_TEMPLATES)
 def test_shell_templates_render_and_parse(name, tmp_path):
     context = {
+        "owner": "node 1 token",
+        "action": "take",
         "python": "python3",
         "deploy_dir": "/home/pi/retinaface pi",
         "release_id": "0123456789abcdef",
@@ -227,3 +229,32 @@ def test_local_connection_put_is_atomic_and_verified(tmp_path):
         with pytest.raises(DeployError, match="timed out"):
             conn.run("sleep 3", timeout=0.5)
         assert conn.run("pwd").stdout.strip() == str(Path.home())
+
+
+def test_deploy_lock_waits_for_live_owner_and_takes_over_dead_ones(tmp_path):
+    import platform
+
+    from deploy.connection import open_host
+    from deploy.sync import acquire_lock, release_lock
+
+    lock = tmp_path / ".deploy.lock"
+    with open_host(Host(name="local", connection="local")) as conn:
+        owner = acquire_lock(conn, str(tmp_path))
+        assert (lock / "owner").read_text().strip() == owner
+        with pytest.raises(DeployError, match=r"\.deploy\.lock"):
+            acquire_lock(conn, str(tmp_path), wait=0.5)  # held by a live deploy (us)
+        release_lock(conn, str(tmp_path), owner)
+        assert not lock.exists()
+
+        lock.mkdir()  # left by a dead deploy from this machine
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (lock / "owner").write_text(f"{platform.node()} {dead.pid} abc\n")
+        owner = acquire_lock(conn, str(tmp_path), wait=5)
+        assert (lock / "owner").read_text().strip() == owner
+        release_lock(conn, str(tmp_path), owner)
+
+        lock.mkdir()  # another machine's deploy: wait, then give up naming the lock
+        (lock / "owner").write_text("elsewhere 1 abc\n")
+        with pytest.raises(DeployError, match="another deploy"):
+            acquire_lock(conn, str(tmp_path), wait=0.5)
