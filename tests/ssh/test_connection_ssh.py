@@ -1,0 +1,84 @@
+"""The SSH host connection against a real sshd: ~/.ssh/config, auth failure, timeouts, put/get."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from deploy.connection import open_host, sha256_file
+from deploy.errors import AuthenticationError, DeployError, UnreachableError
+from deploy.inventory import Host, load_inventory
+from tests.ssh.sshd import keygen
+
+pytestmark = pytest.mark.ssh
+
+
+def test_ssh_config_alias_is_honoured(lab, client_env):
+    server = lab.add("pi-cfg")
+    lab.trust("pi-cfg")
+    ssh_dir = os.path.join(os.environ["HOME"], ".ssh")
+    os.makedirs(ssh_dir, exist_ok=True)
+    with open(os.path.join(ssh_dir, "config"), "w") as handle:
+        handle.write(
+            "Host pi-alias\n"
+            "    HostName 127.0.0.1\n"
+            f"    Port {server.port}\n"
+            "    User root\n"
+            f"    IdentityFile {lab.client_key}\n"
+        )
+    host = Host(name="alias", address="pi-alias")  # no user, port or key in the inventory
+    with open_host(host) as conn:
+        assert conn.run("whoami").stdout.strip() == "root"
+
+
+def test_wrong_key_is_an_authentication_error(lab, tmp_path):
+    lab.add("pi-auth")
+    lab.trust("pi-auth")
+    other = keygen(tmp_path / "other_key")
+    host = load_inventory(lab.inventory).hosts["pi-auth"]
+    bad = Host(**{**host.__dict__, "key_file": str(other)})
+    with pytest.raises(AuthenticationError, match="authentication failed"):
+        open_host(bad)
+
+
+def test_silent_port_times_out_instead_of_hanging():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
+    thread.start()
+    host = Host(name="mute", address="127.0.0.1", port=listener.getsockname()[1], user="root")
+    start = time.monotonic()
+    with pytest.raises(UnreachableError, match="mute"):
+        open_host(host, connect_timeout=2)
+    assert time.monotonic() - start < 10
+    listener.close()
+
+
+def test_commands_time_out_and_files_move_atomically(lab, tmp_path):
+    lab.add("pi-io")
+    lab.trust("pi-io")
+    host = load_inventory(lab.inventory).hosts["pi-io"]
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(300_000))
+    remote = str(tmp_path / "remote" / "dir" / "payload.bin")
+    with open_host(host) as conn:
+        with pytest.raises(DeployError, match="timed out after 1 s"):
+            conn.run("sleep 10", timeout=1)
+        assert conn.run("echo still here").stdout.strip() == "still here"
+        assert conn.run("exit 7", check=False).exited == 7
+        sent = conn.put(payload, remote, sha256=sha256_file(payload))
+        assert sent == 300_000 and conn.bytes_sent == 300_000
+        with pytest.raises(DeployError, match="sha256 after upload"):
+            conn.put(payload, remote, sha256="0" * 64)
+        assert sorted(os.listdir(os.path.dirname(remote))) == ["payload.bin"]  # no temp left
+        back = conn.get(remote, tmp_path / "back" / "payload.bin")
+        assert back.read_bytes() == payload.read_bytes()
+        assert conn.expand("~/x") == conn.home() + "/x"
+        with pytest.raises(DeployError, match="no such file"):
+            conn.get(str(tmp_path / "nope"), tmp_path / "nope")
