@@ -302,4 +302,6 @@ def remote_bench(
     report = None
     if any((results_dir / name / "bench.json").is_file() for name in (h.name for h in hosts)):
         report = render_reports(results_dir)
+    elif not any(results_dir.iterdir()):
+        results_dir.rmdir()  # no host produced a result: leave no empty stamp behind
     return BenchRun(fleet=fleet, results_dir=results_dir, report=report)
