@@ -302,6 +302,7 @@ def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
         stage: [round(value, 3) for value in bucket] for stage, bucket in zip(STAGES, samples)
     }
     record["faces"] = len(faces)
+    record["peak_rss_mb"] = peak_rss_mb()
     record["telemetry"] = {"before": before.to_dict(), "after": after.to_dict()}
     reasons, warnings = telemetry.validity(before, after)
     if not faces:
@@ -310,6 +311,15 @@ def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
     record["warnings"] += warnings
     record["valid"] = not record["invalid_reasons"]
     return record
+
+
+def peak_rss_mb():
+    """The process's peak resident memory so far in MB (Linux reports ru_maxrss in KiB)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def host_info(root="/"):

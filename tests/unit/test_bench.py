@@ -151,6 +151,7 @@ def test_run_bench_small_real_run(models_dir):
     e2e, parts = fp32["stages"]["e2e"]["mean"], fp32["stages"]
     assert e2e >= parts["pre"]["mean"] + parts["infer"]["mean"] + parts["post"]["mean"] - 1e-3
     assert fp32["fps"] > 0
+    assert fp32["peak_rss_mb"] > 10 and fp32["init_ms"] > 0 and fp32["first_ms"] > 0
     opencv = result["variants"]["opencv"]
     assert opencv["status"] == "ok" and opencv["valid"] is False
     assert opencv["invalid_reasons"][0].startswith("throttle bits changed 0x0 -> 0x20002")
