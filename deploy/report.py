@@ -244,6 +244,13 @@ def host_rows(result: HostResult, columns: list) -> list:
     )
     for stage in ("pre", "infer", "post"):
         rows.append((f"{STAGE_NAMES[stage]} p50 (ms)", stat(stage, "p50")))
+    for key, label in (("init_ms", "model load (ms)"), ("first_ms", "first frame (ms)")):
+        rows.append(
+            (
+                label,
+                [_cell(r, r.get(key) if r and r["status"] == "ok" else None) for r in records],
+            )
+        )
     rows.append(
         (
             "faces on the probe image",
