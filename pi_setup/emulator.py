@@ -461,7 +461,7 @@ def ensure_rootfs(release: Release, progress: Progress = lambda _msg: None) -> s
         return "restored"
     check_host(BUILD_BYTES)
     progress(
-        f"building the {release.name} armhf root filesystem (about 12 min; log {dirs['build_log']})"
+        f"building the {release.name} armhf root filesystem (5-10 min; log {dirs['build_log']})"
     )
     build_rootfs(release, progress)
     return "built"
