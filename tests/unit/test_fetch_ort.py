@@ -3,71 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from pi_setup import ort
 from pi_setup.errors import WheelError
-from tests.fixtures.fake_ort_wheel import NAME, wheel_bytes
+from tests.fixtures.fake_ort_wheel import NAME, serve_fixture_wheel, wheel_bytes
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TEST_LOCK = FIXTURES / "ort_lock.yaml"
 DATA = wheel_bytes()
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves DATA under /good, a short copy under /short, other bytes under /wrong,
-    and under /drop cuts the first full response in half (later Range requests succeed)."""
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        mode = self.path.split("/")[1]
-        if not self.path.endswith("/" + NAME) or mode not in ("good", "short", "wrong", "drop"):
-            self.send_error(404, "Not Found")
-            return
-        body = DATA
-        if mode == "short":
-            body = DATA[: len(DATA) // 2]
-        elif mode == "wrong":
-            body = bytes(reversed(DATA))
-        start = 0
-        range_header = self.headers.get("Range")
-        if range_header:
-            start = int(range_header.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if mode == "drop" and not range_header:
-            self.wfile.write(body[: len(body) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
 @pytest.fixture()
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_fixture_wheel() as httpd:
+        yield httpd
 
 
 def lock_for(server, mode="good"):
