@@ -407,7 +407,7 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
             detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
             record = {
                 "status": "failed",
-                "skipped": "failed: {}{}".format(
+                "skipped": "{}{}".format(
                     "" if isinstance(error, ModelError) else type(error).__name__ + ": ", detail
                 ),
                 "backend": plan.backend,
