@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bench import BenchOptions, remote_bench
+from deploy.bench import BenchOptions, remote_bench, run_remote_bench
 from deploy.report import load_result
 from retinaface.bench import STAGES, STATS
 from tests.paths import REPO
@@ -173,3 +173,37 @@ def test_cli_remote_bench_prints_the_table(lab, tmp_path):
     assert report.returncode == 0, report.stderr
     assert "| pi-c | fp32 |" in report.stdout and "+0.0 ms, +0.0 %" in report.stdout
     assert Path(stamp / "compare.md").is_file()
+
+
+def test_timeout_stops_the_benchmark_on_the_host(models_dir, tmp_path):
+    """The `local` host (same workflow code): a run longer than --timeout is killed, not left."""
+    import time
+
+    from deploy.connection import open_host
+    from deploy.errors import DeployError
+    from deploy.inventory import LOCAL_HOST
+
+    deploy_dir = tmp_path / "retinaface-pi"
+    (deploy_dir / "venv" / "bin").mkdir(parents=True)
+    python = deploy_dir / "venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    (deploy_dir / "current").mkdir()
+    (deploy_dir / "current" / "models").symlink_to(models_dir)
+    (deploy_dir / "current" / "probe.jpg").symlink_to(REPO / "deploy" / "assets" / "probe.jpg")
+    options = BenchOptions(runs=100000, warmup=0, windows=1, variants=["fp32"], timeout_s=8.0)
+    events = []
+    with open_host(LOCAL_HOST) as conn:
+        started = time.monotonic()
+        with pytest.raises(DeployError, match="took longer than 8 s and was stopped"):
+            run_remote_bench(conn, str(deploy_dir), options, "t1", progress=events.append)
+    assert time.monotonic() - started < 30
+    assert any(event.get("phase") == "timed" for event in events)
+    pid = int((deploy_dir / "bench" / "t1" / "pid").read_text())
+    for _ in range(50):
+        alive = subprocess.run(["kill", "-0", "--", f"-{pid}"], capture_output=True).returncode
+        if alive != 0:
+            break
+        time.sleep(0.1)
+    assert alive != 0, "the benchmark's process group survived the timeout"
+    assert not (deploy_dir / "bench" / "t1" / "bench.json").exists()
