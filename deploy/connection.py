@@ -140,6 +140,11 @@ class HostConnection:
                 raise DeployError(f"{self.host.name}: cannot tell the home directory ($HOME)")
         return self._home
 
+    def remember_home(self, home: str) -> None:
+        """Record $HOME when another probe already printed it (one round trip less)."""
+        if self._home is None:
+            self._home = home
+
     def expand(self, path: str) -> str:
         """Resolve a leading `~` against the host's home (SFTP does not expand it)."""
         if path == "~":

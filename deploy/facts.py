@@ -32,6 +32,7 @@ class Facts:
     python_tag: Optional[str]  # cp39
     platform_tag: Optional[str]  # linux_armv7l
     glibc: Optional[str]
+    home: str = ""  # the login user's $HOME
     tags: tuple = field(default=(), repr=False)  # supported wheel tags, most preferred first
 
     def summary(self) -> dict:
@@ -102,22 +103,24 @@ def parse_facts(host: str, text: str) -> Facts:
         python_tag=values.get("python_tag") or None,
         platform_tag=values.get("platform_tag") or None,
         glibc=values.get("glibc") or None,
+        home=values.get("home", ""),
         tags=tuple(tags),
     )
 
 
 def gather_facts(conn: HostConnection) -> Facts:
     """Probe the host behind `conn` (read-only: writes nothing on the host)."""
-    script = render(
-        "facts.sh.j2", python=conn.host.python, deploy_dir=conn.expand(conn.host.deploy_dir)
-    )
+    script = render("facts.sh.j2", python=conn.host.python, deploy_dir=conn.host.deploy_dir)
     result = conn.run("bash -c " + _quote(script), timeout=60, check=False)
     if not result.ok:
         raise DeployError(
             f"{conn.host.name}: facts probe failed (exit {result.exited}): "
             f"{result.stderr.strip()[-400:]}"
         )
-    return parse_facts(conn.host.name, result.stdout)
+    facts = parse_facts(conn.host.name, result.stdout)
+    if facts.home.startswith("/"):
+        conn.remember_home(facts.home)  # saves a round trip when paths are expanded later
+    return facts
 
 
 def _quote(text: str) -> str:

@@ -258,3 +258,11 @@ def test_deploy_lock_waits_for_live_owner_and_takes_over_dead_ones(tmp_path):
         (lock / "owner").write_text("elsewhere 1 abc\n")
         with pytest.raises(DeployError, match="another deploy"):
             acquire_lock(conn, str(tmp_path), wait=0.5)
+
+
+def test_facts_probe_expands_home_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    script = render("facts.sh.j2", python="python3", deploy_dir="~/retinaface pi")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    facts = parse_facts("local", out)
+    assert facts.home == str(tmp_path) and facts.disk_free_mb > 0 and facts.tags
