@@ -226,21 +226,22 @@ def _tqdm_progress():
 
     from tqdm import tqdm
 
-    bars, lock = {}, threading.Lock()
+    bars, done_hosts, lock = {}, set(), threading.Lock()
 
     def progress_for(host):
         def update(done, total):
             with lock:
+                if host in done_hosts or total == 0:
+                    return
                 bar = bars.get(host)
                 if bar is None:
-                    if total == 0:
-                        return
                     bar = bars[host] = tqdm(
                         total=total, desc=host, unit="B", unit_scale=True, position=len(bars)
                     )
                 bar.update(done - bar.n)
                 if done >= total:
                     bar.close()
+                    done_hosts.add(host)
 
         return update
 

@@ -68,7 +68,8 @@ class DeployOutcome:
         verb = "would send" if self.check else "sent"
         parts = [
             f"release {self.release_id}: {verb} {len(self.uploaded)} file(s), "
-            f"{self.bytes_sent} bytes" + (f" ({', '.join(self.uploaded)})" if self.uploaded else "")
+            f"{self.bytes_sent} bytes"
+            + (f" ({', '.join(self.uploaded)})" if 0 < len(self.uploaded) <= 3 else "")
         ]
         if self.linked:
             parts.append(
