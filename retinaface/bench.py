@@ -347,15 +347,21 @@ def host_info(root="/"):
     }
 
 
-def busy_warnings(snap, cpus):
-    """A warning when other work already loads the host before the benchmark starts."""
+def host_warnings(snap, cpus):
+    """Warnings about the host's state before the benchmark: other load, a scaling governor."""
+    warnings = []
     if snap.loadavg and snap.loadavg[0] > 0.5 * cpus:
-        return [
+        warnings.append(
             "load average {:.2f} on {} CPU(s) before the run: other work competes".format(
                 snap.loadavg[0], cpus
             )
-        ]
-    return []
+        )
+    if snap.governor and snap.governor != "performance":
+        warnings.append(
+            "CPU governor {}: clocks follow the load (the `performance` governor gives steadier "
+            "numbers)".format(snap.governor)
+        )
+    return warnings
 
 
 def _utc(seconds):
@@ -388,7 +394,7 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
     }
     start = snapshot(config.telemetry_root)
     result["telemetry"] = {"start": start.to_dict()}
-    result["warnings"] = busy_warnings(start, os.cpu_count() or 1)
+    result["warnings"] = host_warnings(start, os.cpu_count() or 1)
     for index, plan in enumerate(plans):
         tick = _Ticker(progress, {"variant": plan.name, "index": index, "count": len(plans)})
         if plan.skipped:

@@ -211,3 +211,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: cannot read ") and "manifest.json" in err
     assert main(["bench", "--models", str(tmp_path), "--image", str(PROBE), "--runs", "0"]) == 1
     assert "--runs must be at least 1" in capsys.readouterr().err
+
+
+def test_host_warnings_name_load_and_governor():
+    quiet = Telemetry(time=0.0, loadavg=[0.2, 0.1, 0.1], governor="performance")
+    assert bench.host_warnings(quiet, 4) == []
+    busy = Telemetry(time=0.0, loadavg=[3.0, 2.0, 1.0], governor="ondemand")
+    warnings = bench.host_warnings(busy, 4)
+    assert warnings[0] == "load average 3.00 on 4 CPU(s) before the run: other work competes"
+    assert warnings[1].startswith("CPU governor ondemand: clocks follow the load")
