@@ -248,6 +248,7 @@ def _apply(conn, deploy_dir, plan, facts, outcome, work, progress) -> None:
             python=facts.python,
             install=install,
             marker=marker,
+            create=outcome.venv_created,
         )
         conn.run("bash -c " + shlex.quote(script), timeout=1800)
     if outcome.switched:

@@ -41,6 +41,30 @@ class RemoteState:
     installed: dict = field(default_factory=dict)  # wheel file name -> sha256
 
 
+def _parse_state_line(state: RemoteState, sums: list, line: str, target: str) -> None:
+    """Fold one probe line into `state` (ValueError on a malformed line)."""
+    kind, _, rest = line.partition(" ")
+    if kind == "current":
+        state.current = rest.strip()
+    elif kind == "release":
+        rid, mtime, complete = rest.split()
+        state.releases[rid] = (int(mtime), complete == "1")
+    elif kind == "sum":
+        rid, sha, rel = rest.split(" ", 2)
+        if rid != target:
+            sums.append((rid, sha, rel))
+    elif kind == "have":
+        sha, rel = rest.split(" ", 1)
+        state.have[rel] = sha
+    elif kind == "part":
+        state.parts.append(rest)
+    elif kind == "venv":
+        state.venv = rest.strip() == "yes"
+    elif kind == "installed":
+        sha, _, name = rest.partition(" ")
+        state.installed[name.strip()] = sha
+
+
 def parse_state(text: str, deploy_dir: str, target: str = "") -> RemoteState:
     """RemoteState from the probe's lines; sums of the current release are preferred.
 
@@ -49,26 +73,10 @@ def parse_state(text: str, deploy_dir: str, target: str = "") -> RemoteState:
     state = RemoteState()
     sums: list[tuple[str, str, str]] = []
     for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "current":
-            state.current = rest.strip()
-        elif kind == "release":
-            rid, mtime, complete = rest.split()
-            state.releases[rid] = (int(mtime), complete == "1")
-        elif kind == "sum":
-            rid, sha, rel = rest.split(" ", 2)
-            if rid != target:
-                sums.append((rid, sha, rel))
-        elif kind == "have":
-            sha, rel = rest.split(" ", 1)
-            state.have[rel] = sha
-        elif kind == "part":
-            state.parts.append(rest)
-        elif kind == "venv":
-            state.venv = rest.strip() == "yes"
-        elif kind == "installed":
-            sha, _, name = rest.partition(" ")
-            state.installed[name.strip()] = sha
+        try:
+            _parse_state_line(state, sums, line, target)
+        except ValueError:
+            continue  # an odd name in the deploy directory is not ours: ignore it
     # Newest release first, the current one before all: its files are the likeliest intact.
     order = sorted(state.releases, key=lambda rid: -state.releases[rid][0])
     if state.current in order:

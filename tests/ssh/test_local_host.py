@@ -22,3 +22,12 @@ def test_local_host_deploy_and_noop(tmp_path, models_dir):
     assert (target / "venv" / "bin" / "python").exists()
     again = deploy("local", str(inventory), models_dir=models_dir, log_dir=tmp_path / "logs")
     assert again.reports[0].status == "ok" and again.reports[0].result.bytes_sent == 0
+
+    # A venv whose pip step never finished (no marker) is made afresh on the next deploy.
+    (target / "venv" / ".retinaface-pi-wheels").unlink()
+    (target / "venv" / "bin" / "pip").unlink()
+    repair = deploy("local", str(inventory), models_dir=models_dir, log_dir=tmp_path / "logs")
+    outcome = repair.reports[0].result
+    assert repair.reports[0].status == "changed", repair.recap()
+    assert outcome.venv_created and outcome.uploaded == [] and not outcome.switched
+    assert (target / "venv" / "bin" / "pip").exists()

@@ -119,6 +119,7 @@ def test_deploy_templates_found():
 def test_shell_templates_render_and_parse(name, tmp_path):
     context = {
         "owner": "node 1 token",
+        "create": True,
         "action": "take",
         "python": "python3",
         "deploy_dir": "/home/pi/retinaface pi",
@@ -159,6 +160,7 @@ def test_state_and_sync_plan():
             "release old 200 1",
             "release older 100 1",
             "release new 300 0",
+            "release odd name 1 1",
             "sum older aaa models/a.onnx",
             "sum old aaa models/a.onnx",
             "sum old bbb probe.jpg",
