@@ -59,6 +59,35 @@ def simplify(onnx_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+def constant_resize_scales(onnx_bytes: bytes) -> bytes:
+    """Give every Resize of a static-shape graph constant `scales` instead of computed `sizes`.
+
+    OpenCV 4.5's ONNX importer rejects Resize nodes whose optional inputs are empty names and
+    whose sizes come from a Concat; with a static input the scales are known (2x here).
+    """
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    infos = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in infos}
+    for node in model.graph.node:
+        if node.op_type != "Resize":
+            continue
+        before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not before or not after or 0 in before + after:
+            raise ModelError("static export: Resize shapes are not static; cannot fix its scales")
+        roi = numpy_helper.from_array(np.zeros(0, np.float32), node.name + "_roi")
+        scales = numpy_helper.from_array(
+            np.array([a / b for a, b in zip(after, before)], np.float32), node.name + "_scales"
+        )
+        model.graph.initializer.extend([roi, scales])
+        data = node.input[0]
+        del node.input[:]
+        node.input.extend([data, roi.name, scales.name])
+    return model.SerializeToString()
+
+
 def torch_outputs(model, blob: np.ndarray):
     import torch
 
@@ -166,7 +195,9 @@ def export_models(
         name = f"fp32-static-{width}x{height}"
         progress(f"{name}.onnx: static export, simplified with onnxslim")
         static = staging / f"{name}.onnx"
-        write_atomic(static, simplify(export_onnx(model, static_size)))
+        write_atomic(
+            static, simplify(constant_resize_scales(simplify(export_onnx(model, static_size))))
+        )
         models[name] = describe(static) | {
             "backend": "opencv",
             "input_size": [width, height],
