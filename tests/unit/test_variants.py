@@ -107,3 +107,13 @@ def test_missing_calibration_folder_is_a_clear_error(tmp_path, models_dir):
             weights=models_dir / "retinaface-mnet025.pth",
             calib=tmp_path / "nope",
         )
+
+
+def test_static_variant_has_no_empty_resize_inputs(models_dir):
+    """OpenCV 4.5.1 (Debian bullseye) rejects Resize nodes with empty optional inputs."""
+    graph = onnx.load(str(models_dir / "fp32-static-640x480.onnx")).graph
+    constants = {i.name for i in graph.initializer}
+    resizes = [n for n in graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 2
+    for node in resizes:
+        assert all(node.input) and node.input[2] in constants
