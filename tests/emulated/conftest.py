@@ -28,10 +28,25 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.emulated)
 
 
+_CONFIG = None
+
+
+def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
+
+
 def _progress(msg: str) -> None:
-    # Shown live even under pytest's capture: a cold build takes minutes.
-    sys.__stderr__.write(f"\n[emu {time.strftime('%H:%M:%S')}] {msg}")
-    sys.__stderr__.flush()
+    """A progress line shown live, even under pytest's fd capture: a cold build takes minutes."""
+    capman = _CONFIG.pluginmanager.getplugin("capturemanager") if _CONFIG else None
+    line = f"\n[emu {time.strftime('%H:%M:%S')}] {msg}"
+    if capman is None:
+        sys.__stderr__.write(line)
+        sys.__stderr__.flush()
+        return
+    with capman.global_and_fixture_disabled():
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 class Emulators:

@@ -15,7 +15,7 @@ from deploy.hostkeys import project_known_hosts
 from pi_setup import emulator
 from pi_setup.errors import EmulatorError
 
-from .conftest import REPO, invoke, ssh
+from .conftest import REPO, _progress, invoke, ssh, ssh_argv
 
 
 def _no_trace_left(release: str) -> None:
@@ -42,7 +42,7 @@ def test_lifecycle_bullseye(bullseye, emulators):
     began = time.monotonic()
     up = invoke("emu-up", timeout=1800)
     warm = time.monotonic() - began
-    sys.__stderr__.write(f"\n[emu] warm `invoke emu-up` (rootfs present): {warm:.1f} s\n")
+    _progress(f"warm `invoke emu-up` (rootfs present): {warm:.1f} s")
     assert up.returncode == 0, up.stderr
     assert "host pi4-emu  address 127.0.0.1  port 2222" in up.stdout
     status = invoke("emu-status", timeout=60)
@@ -104,10 +104,7 @@ def test_trixie_runs_beside_bullseye(bullseye, trixie):
 def test_down_kills_sessions_too(trixie):
     """A process left running by an ssh session dies with emu-down; no mount is left."""
     sleeper = subprocess.Popen(
-        [
-            *__import__("tests.emulated.conftest", fromlist=["ssh_argv"]).ssh_argv(trixie),
-            "sleep 600",
-        ],
+        [*ssh_argv(trixie), "sleep 600"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
