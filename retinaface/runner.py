@@ -39,10 +39,8 @@ def build_parser():
         "--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)"
     )
     detect.add_argument("--threads", type=int, help="inference threads")
-    try:
-        from .bench import add_parser as add_bench_parser
-    except ImportError:  # a runner deployed without bench.py still detects
-        return parser
+    from .bench import add_parser as add_bench_parser
+
     add_bench_parser(commands, _size)
     return parser
 
@@ -77,22 +75,19 @@ def run_detect(args):
     return result
 
 
+def detect_command(args):
+    result = run_detect(args)
+    sys.stdout.write("{} faces in {}\n".format(len(result["faces"]), args.image))
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         from .bench import main_bench
 
         return _guarded(main_bench, args)
-    try:
-        result = run_detect(args)
-    except ModelError as error:
-        sys.stderr.write("error: {}\n".format(error))
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
-    sys.stdout.write("{} faces in {}\n".format(len(result["faces"]), args.image))
-    return 0
+    return _guarded(detect_command, args)
 
 
 def _guarded(command, args):
