@@ -186,6 +186,23 @@ def test_cli_build_wheels_follow_pulls_into_wheels_dir(bullseye, tmp_path):
     assert manifest["wheels"][WHEEL]["source"]["repo"] == f"workstation:{repo.resolve()}"
 
 
+def test_fetch_ort_takes_os_and_python_from_emulated_pi_facts(bullseye, tmp_path):
+    """--host pi4-emu → facts say bullseye / cp39 / armhf → the cp39 wheel of the lock.
+    Served from loopback with the test lock: nothing off this machine is contacted."""
+    from tests.fixtures.fake_ort_wheel import NAME, serve_fixture_wheel
+
+    with serve_fixture_wheel() as httpd:
+        port = httpd.server_address[1]
+        argv = [sys.executable, "-m", "invoke", "fetch-ort", "--host", "pi4-emu"]
+        argv += ["--lock", str(REPO / "tests/fixtures/ort_lock.yaml")]
+        argv += ["--mirror", f"http://127.0.0.1:{port}/good", "--wheels-dir", str(tmp_path)]
+        result = subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert NAME == "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl"
+    assert f"pi4-emu: {tmp_path / NAME}" in result.stdout
+    assert httpd.requests == [(f"/good/bullseye/{NAME}", None)]
+
+
 def test_setup_pi_on_emulated_pi_is_idempotent(bullseye):
     from pi_setup.setup_pi import setup_pi
 
