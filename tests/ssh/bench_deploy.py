@@ -101,6 +101,17 @@ def main() -> int:
                                      ("new model", changed_models(index))):  # fmt: skip
                     name = f"{kind} {label}"
                     rows[name].append(timed(hosts, models, name))
+        # The fleet mechanism alone: a command that waits (no CPU) on 1 host vs all hosts.
+        from deploy.fleet import run_on
+        from deploy.inventory import load_inventory
+
+        hosts = load_inventory(inventory).select(fleet)
+        for label, chosen in (("1 host", hosts[:1]), (f"{n} hosts", hosts)):
+            start = time.perf_counter()
+            result = run_on(chosen, lambda conn: conn.run("sleep 2").exited)
+            assert result.exit_code == 0, result.recap()
+            rows.setdefault(f"sleep 2 s {label}", []).append(time.perf_counter() - start)
+            cpu.setdefault(f"sleep 2 s {label}", []).append(0.0)
     finally:
         for server in servers:
             server.stop()
@@ -113,7 +124,7 @@ def main() -> int:
     print(f"load average at start: {load:.1f} on {os.cpu_count()} CPUs (servers share them)")
     cold = median["cold 1 host"]
     print(f"no-op / cold (1 host): {median['no-op 1 host'] / cold:.1%}  (target <= 15 %)")
-    for kind in ("cold", "no-op", "new model"):
+    for kind in ("cold", "no-op", "new model", "sleep 2 s"):
         ratio = median[f"{kind} {n} hosts"] / median[f"{kind} 1 host"]
         print(f"{n} hosts / 1 host ({kind}): {ratio:.2f}x  (target <= 1.5x)")
     return 0
