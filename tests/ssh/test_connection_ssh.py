@@ -82,3 +82,29 @@ def test_commands_time_out_and_files_move_atomically(lab, tmp_path):
         assert conn.expand("~/x") == conn.home() + "/x"
         with pytest.raises(DeployError, match="no such file"):
             conn.get(str(tmp_path / "nope"), tmp_path / "nope")
+
+
+def test_ssh_agent_key_is_used(lab, tmp_path, monkeypatch):
+    import subprocess
+
+    lab.add("pi-agent")
+    lab.trust("pi-agent")
+    host = load_inventory(lab.inventory).hosts["pi-agent"]
+    keyless = Host(**{**host.__dict__, "key_file": None})  # only the agent will have the key
+    with pytest.raises(AuthenticationError):
+        open_host(keyless)  # no agent yet, no ~/.ssh keys: refused
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(lab.client_key)], env=env, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with open_host(keyless) as conn:
+            assert conn.run("echo via agent").stdout.strip() == "via agent"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
