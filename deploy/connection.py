@@ -421,6 +421,11 @@ def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
             f"{where}: authentication failed (tried key_file, ssh-agent and ~/.ssh keys; "
             "no passwords): install your public key in the host's ~/.ssh/authorized_keys"
         )
+    if isinstance(error, paramiko.SSHException) and "No authentication methods" in str(error):
+        return AuthenticationError(
+            f"{where}: no key to offer: set key_file in the inventory, load the key into "
+            "ssh-agent, or name it as IdentityFile in ~/.ssh/config"
+        )
     if isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(error):
         return UnknownHostKeyError(
             f"{where}: unknown host key (not in {' or '.join(map(str, known_hosts_files()))}); "
