@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,16 +37,26 @@ def pytest_configure(config):
     _CONFIG = config
 
 
+_PENDING: list = []  # lines from background builds, shown by the next main-thread line
+
+
 def _progress(msg: str) -> None:
-    """A progress line shown live, even under pytest's fd capture: a cold build takes minutes."""
-    capman = _CONFIG.pluginmanager.getplugin("capturemanager") if _CONFIG else None
+    """A progress line shown live, even under pytest's fd capture: a cold build takes minutes.
+
+    Only the main thread touches pytest's capture; background threads queue their lines.
+    """
     line = f"\n[emu {time.strftime('%H:%M:%S')}] {msg}"
+    if threading.current_thread() is not threading.main_thread():
+        _PENDING.append(line)
+        return
+    lines = "".join(_PENDING.pop(0) for _ in range(len(_PENDING))) + (line if msg else "")
+    capman = _CONFIG.pluginmanager.getplugin("capturemanager") if _CONFIG else None
     if capman is None:
-        sys.__stderr__.write(line)
+        sys.__stderr__.write(lines)
         sys.__stderr__.flush()
         return
     with capman.global_and_fixture_disabled():
-        sys.stderr.write(line)
+        sys.stderr.write(lines)
         sys.stderr.flush()
 
 
@@ -56,22 +67,78 @@ class Emulators:
         self.started: set = set()
         self.up_seconds: dict = {}
         self.deployed: set = set()  # releases deployed to in this session
+        self.clean: set = set()  # built in this session, so already fresh
+        self.builders: dict = {}
+        self.first_build_past_debootstrap = threading.Event()
+
+    def progress(self, msg: str) -> None:
+        if "apt-get install" in msg:
+            self.first_build_past_debootstrap.set()
+        _progress(msg)
 
     def up(self, release: str) -> emulator.EmuStatus:
         """The release running; the first call of the session starts it on a fresh root filesystem."""
         first = release not in self.started
         began = time.monotonic()
-        st = emulator.up(release, progress=_progress, fresh=first)
+        builder = self.builders.get(release)
+        if builder is not None and builder.is_alive():
+            log = emulator.state_root() / release / "build.log"
+            self.progress(f"waiting for the background build of {release} (log {log})")
+            deadline = time.monotonic() + emulator.DEBOOTSTRAP_TIMEOUT + emulator.APT_TIMEOUT
+            while builder.is_alive() and time.monotonic() < deadline:
+                builder.join(timeout=10)
+                if _PENDING:
+                    _progress("")  # show the background build's stage lines
+        fresh = first and release not in self.clean
+        st = emulator.up(release, progress=self.progress, fresh=fresh)
         if first:
             self.up_seconds[release] = time.monotonic() - began
         self.started.add(release)
         return st
 
+    def prebuild(self, releases: list) -> None:
+        """On a cold machine, build the second and later releases in the background.
+
+        Each starts once the first build is past debootstrap (two at once thrash the disk and
+        the mirror); the release lock makes a test that needs it wait for the build.
+        """
+        cold = [
+            name
+            for name in releases
+            if not emulator._rootfs_ready(emulator.release_of(name))
+            and not emulator.tarball_path(emulator.release_of(name)).exists()
+        ]
+        for name in cold[1:]:
+            thread = threading.Thread(target=self._build, args=(name,), daemon=True)
+            thread.start()
+            self.builders[name] = thread
+
+    def _build(self, name: str) -> None:
+        release = emulator.release_of(name)
+        self.first_build_past_debootstrap.wait(timeout=600)
+        try:
+            emulator.check_host(emulator.BUILD_BYTES)
+            with emulator._locked(release):
+                if not emulator._rootfs_ready(release):
+                    emulator.ensure_rootfs(release, lambda m: _progress(f"({name}) {m}"))
+                    self.clean.add(name)
+        except Exception as error:  # the test that needs it builds again and reports
+            _progress(f"background build of {name} failed: {error}")
+
 
 @pytest.fixture(scope="session")
-def emulators():
+def emulators(request):
     emus = Emulators()
+    wanted = {
+        name
+        for item in request.session.items
+        for name in emulator.RELEASES
+        if name in getattr(item, "fixturenames", ())
+    }
+    emus.prebuild([name for name in ("bullseye", "trixie") if name in wanted])
     yield emus
+    for thread in emus.builders.values():
+        thread.join(timeout=emulator.DEBOOTSTRAP_TIMEOUT + emulator.APT_TIMEOUT)
     for release in sorted(emus.started):
         emulator.down(release)
         leftover = emulator.emulator_pids(emulator.release_of(release))
