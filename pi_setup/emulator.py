@@ -460,6 +460,11 @@ def ensure_rootfs(release: Release, progress: Progress = lambda _msg: None) -> s
         _restore(release, tarball)
         return "restored"
     check_host(BUILD_BYTES)
+    if not shutil.which("debootstrap"):
+        raise EmulatorError(
+            f"no cached {release.name} root filesystem ({tarball}) and no debootstrap to build "
+            "one: run `apt-get install debootstrap` as root"
+        )
     progress(
         f"building the {release.name} armhf root filesystem (5-10 min; log {dirs['build_log']})"
     )
