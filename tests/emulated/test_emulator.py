@@ -232,3 +232,36 @@ def test_host_key_line_replaces_only_its_own(tmp_path, monkeypatch):
         "pi4 ssh-rsa KEEP2",
         "[127.0.0.1]:2222 ssh-ed25519 NEW",
     ]
+
+
+def test_credentials_handler_is_registered_beside_debians(tmp_path, monkeypatch):
+    """Without C in qemu-arm's flags, a second handler with the same magic and +OC is written."""
+    (tmp_path / "status").write_text("enabled\n")
+    (tmp_path / "qemu-arm").write_text(
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/arm-binfmt-P\nflags: PF\noffset 0\n"
+        "magic 7f454c4601010100000000000000000002002800\n"
+        "mask ffffffffffffff00fffffffffffffffffeffffff\n"
+    )
+    (tmp_path / "register").write_text("")
+    monkeypatch.setattr(emulator, "BINFMT_DIR", tmp_path)
+    emulator._ensure_credentials()
+    line = (tmp_path / "register").read_text()
+    name, kind, offset, magic, mask, interpreter, flags = line.split(":")[1:]
+    assert (name, kind, offset, flags) == ("retinaface-pi-arm", "M", "0", "CFOP")
+    assert (
+        magic == "\\x7f\\x45\\x4c\\x46" + "\\x01\\x01\\x01" + "\\x00" * 9 + "\\x02\\x00\\x28\\x00"
+    )
+    assert mask.startswith("\\xff\\xff") and len(mask) == 20 * 4
+    assert interpreter == "/usr/libexec/qemu-binfmt/arm-binfmt-P"
+    # Already there (or Debian's has C): nothing is written again.
+    (tmp_path / "register").write_text("")
+    (tmp_path / "retinaface-pi-arm").write_text("enabled\nflags: POCF\n")
+    emulator._ensure_credentials()
+    assert (tmp_path / "register").read_text() == ""
+
+
+def test_sudo_works_inside(bullseye):
+    """The pi user's passwordless sudo really becomes root (setuid under qemu needs the C flag)."""
+    out = ssh(bullseye, "sudo -n id -u && sudo -n touch /root/.probe && sudo -n ls /root/.probe")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "/root/.probe"]
