@@ -701,6 +701,8 @@ def _prepare(release: Release) -> None:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
     (rootfs / "run/sshd").mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # today's resolver, for apt or pip inside
+        _atomic_write(rootfs / "etc/resolv.conf", Path("/etc/resolv.conf").read_text())
     uid, gid = _passwd_ids(rootfs, USER)
     ssh_dir = rootfs / "home" / USER / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
