@@ -117,6 +117,22 @@ def deploy_json(conn: HostConnection, plan: ReleasePlan, facts: Facts) -> str:
     return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
+def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:
+    """(pip requirements, apt packages) the wheels about to be installed need on the host.
+
+    onnxruntime's armv7l wheels need numpy>=1.20,<2 and libgomp1/libatomic1 (pi_setup.ort).
+    """
+    from pi_setup.ort import host_requirements
+
+    pip: list[str] = []
+    apt: list[str] = []
+    for name in wheel_names:
+        wheel_pip, wheel_apt = host_requirements(Path(name))
+        pip += [r for r in wheel_pip if r not in pip]
+        apt += [a for a in wheel_apt if a not in apt]
+    return pip, apt
+
+
 def _venv_step(plan: ReleasePlan, state) -> tuple[bool, list[str], list[str]]:
     """(venv missing, wheels to install, marker lines) for the release's wheelhouse."""
     wheels = {
@@ -241,8 +257,11 @@ def _apply(conn, deploy_dir, plan, facts, outcome, work, progress) -> None:
         if progress and total:
             progress(total, total)
     if work.venv_step:
+        pip_requirements, apt_packages = wheel_requirements(install)
         script = render(
             "deploy_venv.sh.j2",
+            pip_requirements=pip_requirements,
+            apt_packages=apt_packages,
             deploy_dir=deploy_dir,
             wheelhouse=f"{release_dir}/wheelhouse",
             python=facts.python,

@@ -129,6 +129,8 @@ def test_shell_templates_render_and_parse(name, tmp_path):
         "wheelhouse": "/w h",
         "install": ["a-1-py3-none-any.whl"],
         "marker": ["00 a-1-py3-none-any.whl"],
+        "pip_requirements": ["numpy>=1.20,<2"],
+        "apt_packages": ["libgomp1", "libatomic1"],
         "keep": 3,
         "dirs": ["/home/pi/retinaface pi/releases/0123456789abcdef/models"],
     }
