@@ -604,13 +604,15 @@ def _facts_table(result: HostResult) -> dict:
     """Host facts for the HTML report: deploy's probe, then the runner's view."""
     host = result.data["host"]
     rows = list((result.data.get("facts") or {}).items())
-    rows += [
+    runner_view = [
         ("runner host", host.get("hostname")),
         ("cpu", host.get("cpu")),
         ("kernel", host.get("kernel")),
         ("pi model", host.get("pi_model") or "not a Raspberry Pi"),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(host.get("versions", {}).items()))),
     ]
+    probed = {key for key, _ in rows}
+    rows += [(key, value) for key, value in runner_view if key not in probed]  # no repeated rows
     return {"name": result.host, "rows": [(k, "" if v is None else v) for k, v in rows]}
 
 

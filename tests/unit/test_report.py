@@ -274,3 +274,15 @@ def test_new_stamp_never_reuses_a_folder(tmp_path):
     (tmp_path / first).mkdir()
     second = new_stamp(tmp_path)
     assert second != first and second.startswith(first)
+
+
+def test_host_facts_rows_are_not_repeated():
+    """Deploy's probe and the runner both report kernel and Pi model: each key shows once."""
+    results = report.load_results(
+        Path(__file__).resolve().parent.parent / "golden" / "bench-runs" / "local"
+    )
+    for result in results:
+        result.data.setdefault("facts", {}).update({"kernel": "6.1", "pi model": "Raspberry Pi 4"})
+        keys = [key for key, _ in report._facts_table(result)["rows"]]
+        assert len(keys) == len(set(keys))
+        assert "runner host" in keys and "versions" in keys
