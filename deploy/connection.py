@@ -57,15 +57,6 @@ class CommandResult:
         return self.exited == 0
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a local file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _short(command: str) -> str:
     first = command.strip().splitlines()[0] if command.strip() else command
     return first if len(first) <= 80 else first[:77] + "..."

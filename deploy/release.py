@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from deploy.connection import sha256_file
 from deploy.errors import DeployError
 from deploy.hostkeys import REPO_ROOT
+from retinaface.imageio import sha256_file
 
 MODELS_DIR = REPO_ROOT / "build" / "models"
 WHEELS_DIR = REPO_ROOT / "wheels"

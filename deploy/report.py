@@ -10,8 +10,6 @@ study's Pi 4 numbers and published peer numbers (../shared/FACTS.md) are referen
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +19,7 @@ import jinja2
 
 from deploy.errors import DeployError
 from deploy.hostkeys import REPO_ROOT
+from retinaface.imageio import write_atomic as write_bytes_atomic
 
 TEMPLATES = REPO_ROOT / "templates"
 RESULTS_DIR = REPO_ROOT / "results"
@@ -572,19 +571,9 @@ def render(name: str, **context) -> str:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a temp name beside `path`, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` atomically (temp name, then rename); returns the path."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def render_tables(results: list, title: str) -> dict:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import jinja2
 
 from pi_setup.errors import WheelError
+from retinaface.imageio import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "templates"
@@ -557,16 +558,6 @@ class PulledWheel:
     copied: bool
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pull_wheels(
     conn,
     work: str = DEFAULT_WORK_DIR,
@@ -600,10 +591,10 @@ def pull_wheels(
         local = dest / name
         expected = remote_sha.get(name)
         copied = False
-        if not (local.exists() and _sha256(local) == expected):
+        if not (local.exists() and sha256_file(local) == expected):
             conn.get(f"{work}/dist/{name}", local)
             copied = True
-        digest = _sha256(local)
+        digest = sha256_file(local)
         if expected and digest != expected:
             local.unlink()
             raise WheelError(

@@ -7,7 +7,6 @@ whose throttle bits changed is marked invalid. Torch-free core, Python 3.7+, num
 """
 
 import gc
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ import numpy as np
 from . import telemetry
 from .config import CONF_THRESHOLD
 from .errors import ModelError
+from .imageio import sha256_file
 
 RESULT_FORMAT = 1
 STAGES = ("pre", "infer", "post", "e2e")
@@ -131,14 +131,6 @@ def runtime_versions():
         if sys.modules.get(module) is not None:
             versions[module] = getattr(sys.modules[module], "__version__", "?")
     return versions
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan_variant(name, manifest, models_dir, size):

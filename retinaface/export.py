@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import INPUT_NAME, OUTPUT_NAMES
 from .errors import ModelError
-from .weights import default_weights, sha256_file, write_atomic
+from .imageio import sha256_file, write_atomic
+from .weights import default_weights
 
 OPSET = 13
 PARITY_SIZES = ((480, 640), (240, 320), (301, 517))  # (H, W), one odd

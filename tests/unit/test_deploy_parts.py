@@ -211,7 +211,8 @@ def test_fleet_isolates_failures_and_maps_exit_codes(tmp_path):
 
 
 def test_local_connection_put_is_atomic_and_verified(tmp_path):
-    from deploy.connection import open_host, sha256_file
+    from deploy.connection import open_host
+    from retinaface.imageio import sha256_file
 
     source = tmp_path / "src.bin"
     source.write_bytes(b"x" * 1000)

@@ -6,9 +6,8 @@ import pytest
 
 from retinaface.detector import Detector
 from retinaface.export import PARITY_SIZES, parity
-from retinaface.imageio import read_image
+from retinaface.imageio import read_image, sha256_file
 from retinaface.model import load_model
-from retinaface.weights import sha256_file
 from tests.paths import IMAGES
 
 # Faces found at native size, conf 0.6, by the torch model with the embedded trained weights.
