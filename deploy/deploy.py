@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import platform
 import shlex
+import site
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,18 +136,43 @@ def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:
     return pip, apt
 
 
-def _venv_step(plan: ReleasePlan, state) -> tuple[bool, list[str], list[str]]:
-    """(venv missing, wheels to install, marker lines) for the release's wheelhouse."""
+def workstation_site_dirs() -> list[str]:
+    """site-packages of the Python running this code (its venv's too, and the user's)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d) and "\n" not in d]
+
+
+def shared_site_dirs(conn: HostConnection, python: str) -> list[str]:
+    """For a local host whose venv is built on this very Python: the site dirs it must see.
+
+    `python -m venv` from inside a venv makes a venv of the *base* interpreter, which never sees
+    the packages of the venv that runs invoke (numpy, cv2, onnxruntime): a .pth file adds them.
+    """
+    if not conn.host.is_local or os.path.realpath(python) != os.path.realpath(sys.executable):
+        return []
+    return workstation_site_dirs()
+
+
+def _venv_step(plan: ReleasePlan, state, python: str, share: list) -> tuple[bool, list, list]:
+    """(venv to (re)create, wheels to install, marker lines) for the release's wheelhouse.
+
+    The marker records the interpreter the venv was made from (`python PATH`) and the site dirs
+    it shares (`site DIR`); another interpreter makes a new venv, other dirs rewrite the .pth.
+    """
     wheels = {
         Path(item.rel).name: item.sha256
         for item in plan.files
         if item.rel.startswith("wheelhouse/")
     }
     install = [name for name, sha in sorted(wheels.items()) if state.installed.get(name) != sha]
-    if not state.venv:
+    create = not state.venv or state.installed.get(python) != "python"
+    if create:
         install = sorted(wheels)
     marker = [f"{sha} {name}" for name, sha in sorted(wheels.items())]
-    return (not state.venv), install, marker
+    marker += [f"python {python}"] + [f"site {d}" for d in share]
+    return create, install, marker
 
 
 def deploy_host(
@@ -170,12 +198,14 @@ def deploy_host(
     plan = plan_release(
         facts.tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest
     )
-    outcome, work = _survey(conn, deploy_dir, plan, check)
+    share = shared_site_dirs(conn, facts.python)
+    outcome, work = _survey(conn, deploy_dir, plan, check, facts.python, share)
     if check or not work.needed:
         return outcome
     owner = acquire_lock(conn, deploy_dir)
     try:
-        outcome, work = _survey(conn, deploy_dir, plan, check)  # again, now that we hold the lock
+        # again, now that we hold the lock
+        outcome, work = _survey(conn, deploy_dir, plan, check, facts.python, share)
         if work.needed:
             _apply(conn, deploy_dir, plan, facts, outcome, work, progress)
     finally:
@@ -192,18 +222,19 @@ class _Work:
     marker: list
     venv_step: bool
     switch: bool
+    share: list = field(default_factory=list)
 
     @property
     def needed(self) -> bool:
         return self.sync.changes_files or self.venv_step or self.switch
 
 
-def _survey(conn: HostConnection, deploy_dir: str, plan: ReleasePlan, check: bool):
+def _survey(conn, deploy_dir: str, plan: ReleasePlan, check: bool, python: str, share: list):
     """Read the host's deploy directory and decide what to do (read-only)."""
     host = conn.host
     state = read_state(conn, deploy_dir, plan.id)
     sync: SyncPlan = plan_sync(plan.files, plan.id, state)
-    venv_missing, install, marker = _venv_step(plan, state)
+    venv_missing, install, marker = _venv_step(plan, state, python, share)
     marker_differs = dict(state.installed) != {
         line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in marker
     }
@@ -222,7 +253,12 @@ def _survey(conn: HostConnection, deploy_dir: str, plan: ReleasePlan, check: boo
         deploy_dir=deploy_dir,
     )
     work = _Work(
-        sync, install, marker, venv_missing or bool(install) or marker_differs, outcome.switched
+        sync,
+        install,
+        marker,
+        venv_missing or bool(install) or marker_differs,
+        outcome.switched,
+        share,
     )
     return outcome, work
 
@@ -268,6 +304,7 @@ def _apply(conn, deploy_dir, plan, facts, outcome, work, progress) -> None:
             install=install,
             marker=marker,
             create=outcome.venv_created,
+            share_site=work.share,
         )
         conn.run("bash -c " + shlex.quote(script), timeout=1800)
     if outcome.switched:

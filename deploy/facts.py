@@ -33,6 +33,7 @@ class Facts:
     platform_tag: Optional[str]  # linux_armv7l
     glibc: Optional[str]
     home: str = ""  # the login user's $HOME
+    runner_python: Optional[str] = None  # <deploy_dir>/venv/bin/python once deployed
     tags: tuple = field(default=(), repr=False)  # supported wheel tags, most preferred first
 
     def summary(self) -> dict:
@@ -49,6 +50,11 @@ class Facts:
                 f"{self.platform_tag})"
                 if self.python
                 else "missing"
+            ),
+            "runner": (
+                f"{self.runner_python} (the deployed venv, made from {self.python})"
+                if self.runner_python
+                else f"not deployed yet (deploy makes <deploy_dir>/venv from {self.python})"
             ),
             "ram": f"{self.mem_total_mb} MB ({self.mem_available_mb} MB available)",
             "disk free": f"{self.disk_free_mb} MB",
@@ -104,6 +110,7 @@ def parse_facts(host: str, text: str) -> Facts:
         platform_tag=values.get("platform_tag") or None,
         glibc=values.get("glibc") or None,
         home=values.get("home", ""),
+        runner_python=values.get("runner_python") or None,
         tags=tuple(tags),
     )
 

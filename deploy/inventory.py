@@ -5,6 +5,7 @@ Errors name the file, the host or group and the field, so a typo is a one-line f
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,11 @@ class Host:
         return f"{user}{self.address}:{self.port or 22}"
 
 
-LOCAL_HOST = Host(name=DEFAULT_HOST, connection="local", description="this machine (no SSH)")
+# A local host's runner uses the Python that runs invoke (deploy builds its venv on it and lets
+# it see that Python's packages), unless the inventory names another `python`.
+LOCAL_HOST = Host(
+    name=DEFAULT_HOST, connection="local", python=sys.executable, description="this machine (no SSH)"
+)
 
 
 @dataclass
@@ -252,6 +257,8 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
             merged.update(scope)
         merged.update(own)
         connection = merged.get("connection", "ssh")
+        if connection == "local":
+            merged.setdefault("python", sys.executable)
         if connection == "ssh" and not merged.get("address"):
             raise InventoryError(
                 f"{path}: host {name!r}: missing field 'address' (or 'ansible_host')"

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -28,6 +29,10 @@ RESULT_FORMAT = 1
 STAGES = ("pre", "infer", "post", "e2e")
 STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "opencv")
+# Also accepted: fp32-static-WxH (any built size) and the path of a model file on this host.
+VARIANT_HELP = "torch, fp32, fp32-opt, fp32-static-WxH, int8, opencv (the static model at --size)"
+MODEL_SUFFIXES = (".onnx", ".pth", ".pt")
+_STATIC_VARIANT = re.compile(r"^fp32-static-[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 DEFAULT_SIZE = (640, 480)
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
@@ -133,9 +138,40 @@ def runtime_versions():
     return versions
 
 
+def is_model_path(name):
+    """A variant given as a model file: it has a folder part or a model file suffix."""
+    return "/" in name or name.endswith(MODEL_SUFFIXES)
+
+
+def check_variants(names):
+    """`names` if each is a known variant name or a model path; ValueError names the first other."""
+    for name in names:
+        if not (name in DEFAULT_VARIANTS or _STATIC_VARIANT.match(name) or is_model_path(name)):
+            raise ValueError(
+                "unknown variant {!r}: give {}, or the path of a model file".format(
+                    name, VARIANT_HELP
+                )
+            )
+    return names
+
+
+def _plan_path(name):
+    """A model file named by path: the backend follows the suffix; no manifest digest."""
+    path = os.path.expanduser(name)
+    plan = VariantPlan(name=name, file=os.path.basename(path), path=path)
+    plan.backend = "torch" if path.endswith((".pth", ".pt")) else "onnxruntime"
+    if not os.path.isfile(path):
+        plan.skipped = "model file {} is missing".format(path)
+    else:
+        plan.skipped = missing_runtime(plan.backend)
+    return plan
+
+
 def plan_variant(name, manifest, models_dir, size):
     """Resolve `name` against the manifest; `skipped` says why it cannot run here."""
     models = manifest["models"]
+    if name not in models and is_model_path(name):
+        return _plan_path(name)
     plan = VariantPlan(name=name)
     if name == "opencv":
         # cv2.dnn needs the static, simplified graph exported at the benchmark's input size.
@@ -151,7 +187,12 @@ def plan_variant(name, manifest, models_dir, size):
     else:
         entry = models.get(name)
         if entry is None:
-            plan.skipped = "not in manifest.json (has: {})".format(", ".join(sorted(models)))
+            not_built = manifest.get("not_built") or {}
+            reason = not_built.get(name) if isinstance(not_built, dict) else None
+            if isinstance(reason, str):
+                plan.skipped = "not built: {}".format(reason[:300])
+            else:
+                plan.skipped = "not in manifest.json (has: {})".format(", ".join(sorted(models)))
             return plan
         plan.backend = entry.get("backend") or "onnxruntime"
     plan.file = entry.get("file")
@@ -425,10 +466,15 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
 
 
 def _variants(text):
+    import argparse
+
     names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise ValueError("--variants is empty")
-    return names
+    try:
+        if not names:
+            raise ValueError("--variants is empty")
+        return check_variants(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(commands, size_type):
@@ -441,7 +487,9 @@ def add_parser(commands, size_type):
     bench.add_argument(
         "--variants",
         type=_variants,
-        help="comma list (default: {})".format(",".join(DEFAULT_VARIANTS)),
+        help="comma list of {}, or model file paths (default: {})".format(
+            VARIANT_HELP, ",".join(DEFAULT_VARIANTS)
+        ),
     )
     bench.add_argument(
         "--size", type=size_type, default=DEFAULT_SIZE, help="input WIDTHxHEIGHT (default 640x480)"

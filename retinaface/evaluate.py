@@ -1,6 +1,7 @@
 """Agreement of each model variant with the fp32 torch detections (workstation side).
 
-The reference is the torch model's faces with score >= 0.5. For each variant: recall and
+The reference is the fp32 ONNX model's faces with score >= 0.5 (fp32 equals torch to ~1e-5; see
+each variant's `parity` in the manifest). For each variant: recall and
 precision at IoU 0.5 over its faces with score >= 0.5, AP@0.5 over all its detections
 (score >= 0.02, fp32 faces as ground truth), and the landmark error of matched faces divided by
 the reference box size (sqrt of its area).
@@ -15,7 +16,8 @@ import numpy as np
 
 from .errors import ModelError
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+# The photographs the tool uses by default ship in the repository (data/SOURCES.md).
+DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 # Held out of the default calibration set, so the INT8 gate is judged on unseen photographs.
 HELD_OUT = ("crowd.jpg", "group.jpg", "src_meeting.jpg", "selfie.jpg", "einstein.png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -36,9 +38,18 @@ def list_images(folder: Path) -> List[Path]:
 
 
 def default_split(folder: Path = DEFAULT_IMAGES):
-    """(calibration, evaluation) photographs of the shared set: the held-out ones evaluate."""
+    """(calibration, evaluation) photographs of the default set: the held-out ones evaluate."""
     images = list_images(folder)
     return [p for p in images if p.name not in HELD_OUT], [p for p in images if p.name in HELD_OUT]
+
+
+def held_out_images(folder: Path = DEFAULT_IMAGES) -> List[Path]:
+    """The default evaluation photographs alone (the calibration ones are not listed)."""
+    images = [Path(folder) / name for name in HELD_OUT]
+    missing = [p.name for p in images if not p.is_file()]
+    if missing:
+        raise ModelError(f"held-out photographs missing from {folder}: {', '.join(missing)}")
+    return images
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -116,7 +127,7 @@ def agreement(reference: Dict[str, List[dict]], found: Dict[str, List[dict]]) ->
 def evaluate_variants(
     models_dir: Path, variants: Dict[str, dict], images: List[Path]
 ) -> Dict[str, dict]:
-    """Agreement of every ONNX variant in a manifest with the torch fp32 reference on `images`."""
+    """Agreement of every ONNX variant in a manifest with the fp32 reference on `images`."""
     from .detector import Detector
     from .imageio import read_image
 
@@ -125,10 +136,8 @@ def evaluate_variants(
 
     def reference_at(size):
         if size not in references:
-            torch = Detector(
-                models_dir / variants["torch"]["file"], size=size, conf_threshold=SCORE
-            )
-            references[size] = {name: torch.detect(image) for name, image in photos.items()}
+            fp32 = Detector(models_dir / variants["fp32"]["file"], size=size, conf_threshold=SCORE)
+            references[size] = {name: fp32.detect(image) for name, image in photos.items()}
         return references[size]
 
     results = {}

