@@ -43,7 +43,7 @@ def readme_command_1(readme: Path) -> str:
             if command:
                 break
             continue
-        command += stripped[:-1] + " " if stripped.endswith("\\") else stripped
+        command += stripped[:-1].rstrip() + " " if stripped.endswith("\\") else stripped
         if not stripped.endswith("\\"):
             break
     assert command, f"{readme}: the first bash block has no command"
