@@ -85,11 +85,18 @@ def _as_user(user: str, home: str, script: str, cwd: Path, timeout: float):
     }
     # The machine's pip settings (index mirror, certificates) hold for every user.
     env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k not in env})
-    command = ["bash", "-c", script]
+    ids = {}
     if os.geteuid() == 0:
-        command = ["runuser", "-u", user, "--"] + command
+        entry = pwd.getpwnam(user)
+        ids = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
     return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        ["/bin/bash", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **ids,
     )
 
 
