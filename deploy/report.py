@@ -3,7 +3,7 @@
     results/<stamp>/<host>/bench.json  →  results/<stamp>/{table.md, table.csv, report.html}
 
 Variants are columns (the study's layout); several hosts also get one comparison table. The
-study's Pi 4 numbers and published peer numbers (../shared/FACTS.md) are reference rows marked
+study's Pi 4 numbers and published peer numbers (each with its source link) are reference rows marked
 "published, not measured here". `compare()` gives per host and variant deltas of two runs.
 """
 
@@ -36,7 +36,7 @@ PUBLISHED_MARK = "published, not measured here"
 
 @dataclass(frozen=True)
 class Published:
-    """One published Pi 4 number (ms per frame) from ../shared/FACTS.md."""
+    """One published Pi 4 number (ms per frame) and where it was published."""
 
     source: str
     short: str  # the row label in the variant tables
@@ -45,6 +45,7 @@ class Published:
     threads: str
     values: dict  # our variant name -> "520–570" (text: ranges stay ranges)
     note: str = ""
+    url: str = ""  # where the number was published (none for the study's own table)
 
 
 PUBLISHED = (
@@ -65,6 +66,7 @@ PUBLISHED = (
         "4",
         {"fp32": "96", "int8": "61"},
         "1/2/3/4 threads: fp32 167/116/105/96, int8 183/102/76/61",
+        "https://github.com/Charrin/RetinaFace-Cpp/issues/31",
     ),
     Published(
         "ncnn, RetinaFace mnet0.25",
@@ -74,6 +76,7 @@ PUBLISHED = (
         "?",
         {"fp32": "~35"},
         "64-bit OS",
+        "https://github.com/Qengineering/Face-Recognition-Raspberry-Pi-64-bits",
     ),
     Published(
         "YuNet (libfacedetection), a different detector",
@@ -83,6 +86,7 @@ PUBLISHED = (
         "1 / 4",
         {},
         "640×480: 404.6 / 125.5 ms; 320×240: 105.7 / 33.0 ms",
+        "https://github.com/ShiqiYu/libfacedetection#cnn-based-face-detection-on-arm-linux-raspberry-pi-4-b",
     ),
 )
 
