@@ -15,6 +15,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,21 +101,24 @@ def _as_user(user: str, home: str, script: str, cwd: Path, timeout: float):
     )
 
 
-def test_readme_command_1_works_for_a_new_user_in_a_fresh_clone_and_venv(tmp_path, capsys):
+@pytest.fixture
+def workspace():
+    """An empty folder the new user owns, outside root's private temp folders."""
+    folder = Path(tempfile.mkdtemp(prefix="retinaface-pi-newcomer-", dir="/var/tmp"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_readme_command_1_works_for_a_new_user_in_a_fresh_clone_and_venv(workspace, capsys):
     command = readme_command_1(REPO / "README.md")
     user, uid, gid, home = _newcomer()
-    workspace = Path(tmp_path) / "newcomer"
-    workspace.mkdir()
     clone = workspace / "retinaface-pi"
     subprocess.run(["git", "clone", "-q", "--no-local", str(REPO), str(clone)], check=True)
     assert not (workspace / "shared").exists()  # a clone is all the user has
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
-    for path in [tmp_path, workspace, PIP_CACHE, *workspace.rglob("*"), *PIP_CACHE.rglob("*")]:
+    for path in [workspace, PIP_CACHE, *workspace.rglob("*"), *PIP_CACHE.rglob("*")]:
         os.chown(path, uid, gid, follow_symlinks=False)
-    os.chmod(tmp_path, 0o755)
-    for parent in Path(tmp_path).parents:  # let the user reach its folder
-        if parent.stat().st_uid == 0 and not parent.stat().st_mode & 0o001:
-            os.chmod(parent, parent.stat().st_mode | 0o001)
     deploy_dir = Path(home) / "retinaface-pi"
     if os.geteuid() == 0:
         shutil.rmtree(deploy_dir, ignore_errors=True)  # the newcomer deploys for the first time
