@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import platform
 import shlex
-import site
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,30 +133,21 @@ def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:
     return pip, apt
 
 
-def workstation_site_dirs() -> list[str]:
-    """site-packages of the Python running this code (its venv's too, and the user's)."""
-    dirs = list(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        dirs.append(site.getusersitepackages())
-    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d) and "\n" not in d]
+def shares_site(conn: HostConnection) -> bool:
+    """Whether the host's venv must also see its interpreter's own site dirs: local hosts.
 
-
-def shared_site_dirs(conn: HostConnection, python: str) -> list[str]:
-    """For a local host whose venv is built on this very Python: the site dirs it must see.
-
-    `python -m venv` from inside a venv makes a venv of the *base* interpreter, which never sees
-    the packages of the venv that runs invoke (numpy, cv2, onnxruntime): a .pth file adds them.
+    The local host's interpreter is the Python that runs invoke (the inventory's default), often
+    itself a venv. `python -m venv` from inside a venv makes a venv of the *base* interpreter,
+    which never sees that venv's packages (numpy, cv2, onnxruntime): a .pth file adds them.
     """
-    if not conn.host.is_local or os.path.realpath(python) != os.path.realpath(sys.executable):
-        return []
-    return workstation_site_dirs()
+    return conn.host.is_local
 
 
-def _venv_step(plan: ReleasePlan, state, python: str, share: list) -> tuple[bool, list, list]:
+def _venv_step(plan: ReleasePlan, state, python: str, share: bool) -> tuple[bool, list, list]:
     """(venv to (re)create, wheels to install, marker lines) for the release's wheelhouse.
 
-    The marker records the interpreter the venv was made from (`python PATH`) and the site dirs
-    it shares (`site DIR`); another interpreter makes a new venv, other dirs rewrite the .pth.
+    The marker records the interpreter the venv was made from (`python PATH`) and whether it
+    shares that interpreter's site dirs; another interpreter makes a new venv.
     """
     wheels = {
         Path(item.rel).name: item.sha256
@@ -171,7 +159,7 @@ def _venv_step(plan: ReleasePlan, state, python: str, share: list) -> tuple[bool
     if create:
         install = sorted(wheels)
     marker = [f"{sha} {name}" for name, sha in sorted(wheels.items())]
-    marker += [f"python {python}"] + [f"site {d}" for d in share]
+    marker += [f"python {python}"] + (["site shared"] if share else [])
     return create, install, marker
 
 
@@ -198,7 +186,7 @@ def deploy_host(
     plan = plan_release(
         facts.tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest
     )
-    share = shared_site_dirs(conn, facts.python)
+    share = shares_site(conn)
     outcome, work = _survey(conn, deploy_dir, plan, check, facts.python, share)
     if check or not work.needed:
         return outcome
@@ -222,14 +210,14 @@ class _Work:
     marker: list
     venv_step: bool
     switch: bool
-    share: list = field(default_factory=list)
+    share: bool = False
 
     @property
     def needed(self) -> bool:
         return self.sync.changes_files or self.venv_step or self.switch
 
 
-def _survey(conn, deploy_dir: str, plan: ReleasePlan, check: bool, python: str, share: list):
+def _survey(conn, deploy_dir: str, plan: ReleasePlan, check: bool, python: str, share: bool):
     """Read the host's deploy directory and decide what to do (read-only)."""
     host = conn.host
     state = read_state(conn, deploy_dir, plan.id)

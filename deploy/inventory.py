@@ -69,7 +69,10 @@ class Host:
 # A local host's runner uses the Python that runs invoke (deploy builds its venv on it and lets
 # it see that Python's packages), unless the inventory names another `python`.
 LOCAL_HOST = Host(
-    name=DEFAULT_HOST, connection="local", python=sys.executable, description="this machine (no SSH)"
+    name=DEFAULT_HOST,
+    connection="local",
+    python=sys.executable,
+    description="this machine (no SSH)",
 )
 
 

@@ -27,7 +27,9 @@ OPSET = 13
 PARITY_SIZES = ((480, 640), (240, 320), (301, 517))  # (H, W), one odd
 STATIC_SIZE = (640, 480)  # (W, H)
 MANIFEST_FORMAT = 1
-NO_TORCH = "PyTorch is not installed on the workstation (pip install -e '.[torch]', then invoke models)"
+NO_TORCH = (
+    "PyTorch is not installed on the workstation (pip install -e '.[torch]', then invoke models)"
+)
 EMBEDDED = TINY_REQUIREMENT + " embedded ONNX"
 
 
@@ -182,7 +184,9 @@ def parity(reference, path: Path, sizes) -> float:
             expected = torch_outputs(reference, blob)
         for a, b in zip(expected, onnx_outputs(path, blob)):
             if a.shape != b.shape:
-                raise ModelError(f"{path}: output shape {b.shape} differs from the reference {a.shape}")
+                raise ModelError(
+                    f"{path}: output shape {b.shape} differs from the reference {a.shape}"
+                )
             worst = max(worst, float(np.abs(a - b).max()))
     return worst
 
@@ -294,7 +298,9 @@ def export_models(
         name = f"fp32-static-{width}x{height}"
         progress(f"{name}.onnx: static export, simplified with onnxslim")
         static = staging / f"{name}.onnx"
-        fixed = export_onnx(model, static_size) if model else fix_input_size(fp32_bytes, static_size)
+        fixed = (
+            export_onnx(model, static_size) if model else fix_input_size(fp32_bytes, static_size)
+        )
         write_atomic(static, simplify(constant_resize_scales(simplify(fixed))))
         models[name] = describe(static) | {
             "backend": "opencv",
@@ -313,7 +319,9 @@ def export_models(
             "calibration": [p.name for p in calib_images],
         }
 
-        progress(f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs")
+        progress(
+            f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs"
+        )
         metrics = evaluate_variants(staging, models, eval_images)
         for variant, values in metrics.items():
             models[variant]["agreement"] = values
@@ -337,7 +345,9 @@ def _unseen(candidates: List[Path], calibration: List[Path]) -> List[Path]:
     used = {sha256_file(p) for p in calibration}
     unseen = [p for p in candidates if sha256_file(p) not in used]
     if not unseen:
-        raise ModelError("no evaluation images left: every held-out photograph was used to calibrate")
+        raise ModelError(
+            "no evaluation images left: every held-out photograph was used to calibrate"
+        )
     return unseen
 
 

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.newcomer
 USER = "retinaface-newcomer"
 DEBIAN_PYTHON = "/usr/bin/python3"
 # A pip cache kept between runs makes a warm machine fast; the test also passes without it.
-PIP_CACHE = Path(os.environ.get("RETINAFACE_PI_NEWCOMER_PIP_CACHE", "/var/tmp/retinaface-pi-newcomer-pip"))
+PIP_CACHE = Path(
+    os.environ.get("RETINAFACE_PI_NEWCOMER_PIP_CACHE", "/var/tmp/retinaface-pi-newcomer-pip")
+)
 MEASURED = ("fp32", "fp32-opt", "int8")
 
 
@@ -129,7 +131,9 @@ def test_readme_command_1_works_for_a_new_user_in_a_fresh_clone_and_venv(workspa
     started = time.monotonic()
     run = _as_user(user, home, f". {venv}/bin/activate && {command}", clone, 3600)
     seconds = time.monotonic() - started
-    assert run.returncode == 0, f"README command 1 failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, (
+        f"README command 1 failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    )
 
     stamps = sorted(p for p in (clone / "results").iterdir() if p.is_dir())
     assert len(stamps) == 1, stamps
@@ -138,7 +142,9 @@ def test_readme_command_1_works_for_a_new_user_in_a_fresh_clone_and_venv(workspa
     for name in MEASURED:
         record = bench["variants"][name]
         assert record["status"] == "ok" and record["faces"] > 0, (name, record)
-    assert (clone / "crowd.png").is_file() and json.loads((clone / "crowd.json").read_text())["faces"]
+    assert (clone / "crowd.png").is_file() and json.loads((clone / "crowd.json").read_text())[
+        "faces"
+    ]
     size = subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True, check=True)
     torch_line = bench["variants"].get("torch", {}).get("skipped", "measured")
     with capsys.disabled():

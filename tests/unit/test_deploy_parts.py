@@ -131,7 +131,7 @@ def test_shell_templates_render_and_parse(name, tmp_path):
         "marker": ["00 a-1-py3-none-any.whl"],
         "pip_requirements": ["numpy>=1.20,<2"],
         "apt_packages": ["libgomp1", "libatomic1"],
-        "share_site": ["/venv/lib/python3.11/site-packages"],
+        "share_site": True,
         "keep": 3,
         "dirs": ["/home/pi/retinaface pi/releases/0123456789abcdef/models"],
     }

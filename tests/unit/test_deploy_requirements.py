@@ -19,7 +19,7 @@ def test_onnxruntime_wheels_bring_numpy_and_libraries():
 
 
 def run_venv_step(tmp_path, **context):
-    context.setdefault("share_site", [])
+    context.setdefault("share_site", False)
     script = render(
         "deploy_venv.sh.j2",
         deploy_dir=str(tmp_path / "deploy"),
