@@ -109,6 +109,8 @@ def evaluate(c, images=None, variants=None):
     from retinaface.variants import MODELS_DIR, model_file, parse_names
 
     wanted = parse_names(variants) if variants else None
+    if wanted and "torch" in wanted:
+        raise ModelError("--variants: evaluate compares the ONNX variants with fp32; torch is not one")
     manifest = _ensure_models()
     for name in wanted or []:
         model_file(name, manifest, MODELS_DIR)  # a name that was not built stops here
