@@ -6,8 +6,12 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for the flags of one.
 from __future__ import annotations
 
 import functools
+import math
 
-from invoke import Exit, task
+import invoke
+from invoke import Exit
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
 
 from deploy.errors import DeployError, InventoryError
 from pi_setup.errors import EmulatorError, WheelError
@@ -29,6 +33,76 @@ def user_errors(func):
             raise Exit("interrupted", code=130) from None
 
     return wrapper
+
+
+# --- flags: the same short flag means the same thing in every task; numbers fail in one line ---
+
+# Only these flags have a short form. `-h` is never a task flag, so `invoke TASK -h` is help.
+SHORT_FLAGS = {"host": "H", "inventory": "i", "builder": "b"}
+
+
+# Flags that take a number although their default is a string or None (float defaults too).
+NUMBER_FLAGS = {
+    "long_side": int,
+    "min_time": float,
+    "timeout": float,
+    "cooldown_max": float,
+    "cooldown_below": float,
+}
+
+
+class NumberArgument(Argument):
+    """A number flag whose bad value is one ParseError line naming the flag (no traceback)."""
+
+    def __init__(self, number=None, **kwargs):
+        super().__init__(**kwargs)
+        self.number = number
+
+    def set_value(self, value, cast=True):
+        if not (cast and self.number and isinstance(value, str)):
+            return super().set_value(value, cast)
+        what = "a whole number" if self.number is int else "a number"
+        try:
+            number = self.number(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ParseError(f"error: --{self.names[0]} expects {what}, not {value!r}")
+        self.raw_value, self._value = value, number
+
+
+class ProjectTask(invoke.Task):
+    """An invoke Task with SHORT_FLAGS instead of first-letter short flags and checked numbers."""
+
+    def arg_opts(self, name, default, taken_names):
+        self.auto_shortflags = False
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"] = [*opts["names"], SHORT_FLAGS[name]]
+        return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = []
+        for arg in super().get_arguments(ignore_unknown_help):
+            python_name = arg.attr_name or arg.name
+            number = NUMBER_FLAGS.get(python_name) or (arg.kind if arg.kind in (int, float) else None)
+            arguments.append(
+                NumberArgument(
+                    number=number,
+                    names=arg.names,
+                    kind=str if arg.kind is float else arg.kind,  # float: help shows =STRING
+                    default=arg.default,
+                    help=arg.help,
+                    positional=arg.positional,
+                    optional=arg.optional,
+                    incrementable=arg.incrementable,
+                    attr_name=arg.attr_name,
+                )
+            )
+        return arguments
+
+
+task = functools.partial(invoke.task, klass=ProjectTask)
 
 
 # --- model tasks (retinaface/) ---
@@ -119,9 +193,10 @@ def evaluate(c, images=None):
     help={
         "image": "the photograph to read (any format OpenCV reads)",
         "model": "fp32 (default), torch, or the path of an .onnx / .pth file",
-        "out": "write an annotated PNG (boxes, scores, 5 landmarks) here",
+        "out": "write an annotated image (boxes, scores, 5 landmarks) here; its extension "
+        "(.png, .jpg, .jpeg, .bmp, .tif, .webp) names the format",
         "json": "write the faces as JSON here",
-        "conf": "score threshold (default 0.6)",
+        "conf": "score threshold in (0, 1] (default 0.6)",
         "size": "resize the input to WIDTHxHEIGHT (coordinates stay in original pixels)",
         "long_side": "resize so the longer side has this many pixels",
         "backend": "onnxruntime, opencv or torch (default: from the model file)",
@@ -141,25 +216,27 @@ def detect(
     backend=None,
     weights=None,
 ):
-    """Detect faces in one image; print them, write an annotated PNG and/or JSON."""
+    """Detect faces in one image; print them, write an annotated image and/or JSON."""
     from pathlib import Path
 
     from retinaface.detector import parse_size
     from retinaface.errors import ModelError
+    from retinaface.imageio import check_output_image
     from retinaface.runner import build_parser, run_detect
 
-    model_path = model
-    if model in NAMED_MODELS:
-        _ensure_models(weights)
-        model_path = str(Path(MODELS_DIR) / NAMED_MODELS[model])
+    # The runner's parser checks --conf and --long-side before any model is built.
+    flags = ["--conf", str(conf)] + (["--long-side", str(long_side)] if long_side is not None else [])
+    args = build_parser().parse_args(["detect", "--model", model, "--image", image, *flags])
+    if out:
+        check_output_image(out)
     try:
-        parsed_size = parse_size(size) if size else None
+        args.size = parse_size(size) if size else None
     except ValueError as error:
         raise ModelError(f"--size: {error}") from None
-    argv = ["detect", "--model", model_path, "--image", image, "--conf", str(conf)]
-    args = build_parser().parse_args(argv)
+    if model in NAMED_MODELS:
+        _ensure_models(weights)
+        args.model = str(Path(MODELS_DIR) / NAMED_MODELS[model])
     args.json, args.out, args.backend = json, out, backend
-    args.size, args.long_side = parsed_size, int(long_side) if long_side else None
     result = run_detect(args)
     for face in result["faces"]:
         x1, y1, x2, y2 = face["box"]
