@@ -537,7 +537,12 @@ def fetch_ort(
         "jobs": "parallel compile jobs (MAX_JOBS); 2 fits a 4 GB Pi 4, more needs swap",
         "source": "DIR|URL replacing the git source (name=DIR|URL,… for several packages); "
         "a local git repository is sent to the builder as a bundle",
-        "print_script": "print the rendered recipe and exit (probes the builder if one is given)",
+        "print_script": "print the rendered recipe and exit; facts come from --os/--python/"
+        "--emulated, else the builder if it answers, else the inventory, else assumptions "
+        "(named on stderr)",
+        "os": "with --print-script: the builder's Debian codename (e.g. bullseye)",
+        "python": "with --print-script: the builder's Python version (e.g. 3.9)",
+        "emulated": "with --print-script: the builder is an emulated Pi (NEON flags forced)",
         "follow": "stream the build log until it ends, then pull the wheels into wheels/",
         "add_swap": "create a swap file (/var/swap.retinaface-pi) when RAM+swap is too small",
         "no_apt": "skip the apt-get step (build dependencies already installed)",
@@ -560,6 +565,9 @@ def build_wheels(
     work_dir="~/retinaface-pi-build",
     wheels_dir=None,
     inventory=None,
+    os=None,
+    python=None,
+    emulated=False,
 ):
     """Build torch 1.7.0 / torchvision 0.8.1 armv7l wheels on a Pi (detached; rerun resumes)."""
     import sys
@@ -570,18 +578,20 @@ def build_wheels(
 
     names = [name.strip() for name in packages.split(",") if name.strip()]
     if print_script:
-        print(
-            bw.script_for(
-                builder,
-                names,
-                inventory=inventory,
-                jobs=int(jobs),
-                source=source,
-                add_swap=add_swap,
-                apt=not no_apt,
-            ),
-            end="",
+        script, facts = bw.script_for(
+            builder,
+            names,
+            inventory=inventory,
+            jobs=int(jobs),
+            source=source,
+            add_swap=add_swap,
+            apt=not no_apt,
+            os_codename=os,
+            python=python,
+            emulated=True if emulated else None,
         )
+        print(script, end="")
+        print(f"note: {bw.describe_facts(facts)}", file=sys.stderr)
         return
     if not builder:
         raise WheelError("give --builder HOST (e.g. pi4, or pi4-emu after `invoke emu-up`)")
