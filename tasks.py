@@ -85,7 +85,9 @@ class ProjectTask(invoke.Task):
         arguments = []
         for arg in super().get_arguments(ignore_unknown_help):
             python_name = arg.attr_name or arg.name
-            number = NUMBER_FLAGS.get(python_name) or (arg.kind if arg.kind in (int, float) else None)
+            number = NUMBER_FLAGS.get(python_name) or (
+                arg.kind if arg.kind in (int, float) else None
+            )
             arguments.append(
                 NumberArgument(
                     number=number,
@@ -225,7 +227,9 @@ def detect(
     from retinaface.runner import build_parser, run_detect
 
     # The runner's parser checks --conf and --long-side before any model is built.
-    flags = ["--conf", str(conf)] + (["--long-side", str(long_side)] if long_side is not None else [])
+    flags = ["--conf", str(conf)] + (
+        ["--long-side", str(long_side)] if long_side is not None else []
+    )
     args = build_parser().parse_args(["detect", "--model", model, "--image", image, *flags])
     if out:
         check_output_image(out)

@@ -141,4 +141,3 @@ def write_image(path, image):
         write_atomic(path, encoded.tobytes())
     except OSError as error:
         raise ModelError("cannot write {}: {}".format(path, error.strerror or error)) from None
-

@@ -35,7 +35,9 @@ def score_threshold(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("expected a number in (0, 1], not {!r}".format(text)) from None
+        raise argparse.ArgumentTypeError(
+            "expected a number in (0, 1], not {!r}".format(text)
+        ) from None
     if math.isnan(value) or not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(
             "a score threshold is in (0, 1] (scores are probabilities), not {}".format(text)
