@@ -51,14 +51,17 @@ NUMBER_FLAGS = {
 }
 
 
-class NumberArgument(Argument):
-    """A number flag whose bad value is one ParseError line naming the flag (no traceback)."""
+class CheckedArgument(Argument):
+    """A flag whose bad number is one ParseError line naming it (no traceback), and a positional
+    argument that refuses to swallow -h/--help (invoke would take it as the value)."""
 
-    def __init__(self, number=None, **kwargs):
+    def __init__(self, number=None, task_name="", **kwargs):
         super().__init__(**kwargs)
-        self.number = number
+        self.number, self.task_name = number, task_name
 
     def set_value(self, value, cast=True):
+        if self.positional and value in ("-h", "--help"):
+            raise ParseError(f"error: for help run `invoke --help {self.task_name}`")
         if not (cast and self.number and isinstance(value, str)):
             return super().set_value(value, cast)
         what = "a whole number" if self.number is int else "a number"
@@ -72,7 +75,11 @@ class NumberArgument(Argument):
 
 
 class ProjectTask(invoke.Task):
-    """An invoke Task with SHORT_FLAGS instead of first-letter short flags and checked numbers."""
+    """An invoke Task with SHORT_FLAGS instead of first-letter short flags, checked numbers, and
+    positional arguments only where a task lists them (so `invoke TASK -h` stays help)."""
+
+    def fill_implicit_positionals(self, positional):
+        return list(positional or [])
 
     def arg_opts(self, name, default, taken_names):
         self.auto_shortflags = False
@@ -89,8 +96,9 @@ class ProjectTask(invoke.Task):
                 arg.kind if arg.kind in (int, float) else None
             )
             arguments.append(
-                NumberArgument(
+                CheckedArgument(
                     number=number,
+                    task_name=(self.name or self.body.__name__).replace("_", "-"),
                     names=arg.names,
                     kind=str if arg.kind is float else arg.kind,  # float: help shows =STRING
                     default=arg.default,
@@ -208,7 +216,7 @@ def evaluate(c, images=None):
 @user_errors
 def detect(
     c,
-    image,
+    image=None,
     model="fp32",
     out=None,
     json=None,
@@ -226,6 +234,8 @@ def detect(
     from retinaface.imageio import check_output_image
     from retinaface.runner import build_parser, run_detect
 
+    if not image:
+        raise ModelError("give --image PATH (the photograph to read)")
     # The runner's parser checks --conf and --long-side before any model is built.
     flags = ["--conf", str(conf)] + (
         ["--long-side", str(long_side)] if long_side is not None else []
@@ -647,12 +657,16 @@ def build_wheels(
 )
 @user_errors
 def build_status(
-    c, builder, pull=False, work_dir="~/retinaface-pi-build", wheels_dir=None, inventory=None
+    c, builder=None, pull=False, work_dir="~/retinaface-pi-build", wheels_dir=None, inventory=None
 ):
     """Show the wheel build's state on a builder: stage, elapsed time, finished wheels."""
     from pathlib import Path
 
     from pi_setup import build_wheels as bw
+    from pi_setup.errors import WheelError
+
+    if not builder:
+        raise WheelError("give --builder HOST (e.g. pi4, or pi4-emu)")
 
     dest = Path(wheels_dir) if wheels_dir else bw.WHEELS_DIR
     status, pulled = bw.status_on(builder, inventory=inventory, work=work_dir, pull=pull, dest=dest)

@@ -263,6 +263,19 @@ def test_short_flags_mean_one_thing_everywhere_and_never_h():
                 assert not (first and not first.startswith("--")), (name, line)
 
 
-def test_task_dash_h_is_help():
-    result = run("deploy", "-h")
-    assert result.returncode == 0 and "Usage:" in result.stdout and "--host" in result.stdout
+@pytest.mark.parametrize(
+    "task, flag", [("deploy", "--host"), ("detect", "--image"), ("build-status", "--builder")]
+)
+def test_task_dash_h_is_help(task, flag):
+    # detect's image and build-status's builder used to be positional and swallowed -h
+    for helpflag in ("-h", "--help"):
+        result = run(task, helpflag)
+        assert result.returncode == 0 and "Usage:" in result.stdout and flag in result.stdout
+
+
+def test_report_dash_h_points_to_help_instead_of_a_folder_named_h():
+    assert_one_line(run("report", "-h"), "invoke --help report")
+
+
+def test_detect_without_image_is_one_line():
+    assert_one_line(run("detect"), "--image")
