@@ -100,7 +100,8 @@ class ProjectTask(invoke.Task):
                     number=number,
                     task_name=(self.name or self.body.__name__).replace("_", "-"),
                     names=arg.names,
-                    kind=str if arg.kind is float else arg.kind,  # float: help shows =STRING
+                    # help shows =INT for whole numbers; invoke has no label for floats
+                    kind=int if number is int else (str if number is float else arg.kind),
                     default=arg.default,
                     help=arg.help,
                     positional=arg.positional,
