@@ -6,8 +6,12 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for the flags of one.
 from __future__ import annotations
 
 import functools
+import math
 
-from invoke import Exit, task
+import invoke
+from invoke import Exit
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
 
 from deploy.errors import DeployError, InventoryError
 from pi_setup.errors import EmulatorError, WheelError
@@ -29,6 +33,87 @@ def user_errors(func):
             raise Exit("interrupted", code=130) from None
 
     return wrapper
+
+
+# --- flags: the same short flag means the same thing in every task; numbers fail in one line ---
+
+# Only these flags have a short form. `-h` is never a task flag, so `invoke TASK -h` is help.
+SHORT_FLAGS = {"host": "H", "inventory": "i", "builder": "b"}
+
+
+# Flags that take a number although their default is a string or None (float defaults too).
+NUMBER_FLAGS = {
+    "long_side": int,
+    "min_time": float,
+    "timeout": float,
+    "cooldown_max": float,
+    "cooldown_below": float,
+}
+
+
+class CheckedArgument(Argument):
+    """A flag whose bad number is one ParseError line naming it (no traceback), and a positional
+    argument that refuses to swallow -h/--help (invoke would take it as the value)."""
+
+    def __init__(self, number=None, task_name="", **kwargs):
+        super().__init__(**kwargs)
+        self.number, self.task_name = number, task_name
+
+    def set_value(self, value, cast=True):
+        if self.positional and value in ("-h", "--help"):
+            raise ParseError(f"error: for help run `invoke --help {self.task_name}`")
+        if not (cast and self.number and isinstance(value, str)):
+            return super().set_value(value, cast)
+        what = "a whole number" if self.number is int else "a number"
+        try:
+            number = self.number(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ParseError(f"error: --{self.names[0]} expects {what}, not {value!r}")
+        self.raw_value, self._value = value, number
+
+
+class ProjectTask(invoke.Task):
+    """An invoke Task with SHORT_FLAGS instead of first-letter short flags, checked numbers, and
+    positional arguments only where a task lists them (so `invoke TASK -h` stays help)."""
+
+    def fill_implicit_positionals(self, positional):
+        return list(positional or [])
+
+    def arg_opts(self, name, default, taken_names):
+        self.auto_shortflags = False
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"] = [*opts["names"], SHORT_FLAGS[name]]
+        return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = []
+        for arg in super().get_arguments(ignore_unknown_help):
+            python_name = arg.attr_name or arg.name
+            number = NUMBER_FLAGS.get(python_name) or (
+                arg.kind if arg.kind in (int, float) else None
+            )
+            arguments.append(
+                CheckedArgument(
+                    number=number,
+                    task_name=(self.name or self.body.__name__).replace("_", "-"),
+                    names=arg.names,
+                    # help shows =INT for whole numbers; invoke has no label for floats
+                    kind=int if number is int else (str if number is float else arg.kind),
+                    default=arg.default,
+                    help=arg.help,
+                    positional=arg.positional,
+                    optional=arg.optional,
+                    incrementable=arg.incrementable,
+                    attr_name=arg.attr_name,
+                )
+            )
+        return arguments
+
+
+task = functools.partial(invoke.task, klass=ProjectTask)
 
 
 # --- model tasks (retinaface/) ---
@@ -126,9 +211,10 @@ def evaluate(c, images=None, variants=None):
     help={
         "image": "the photograph to read (any format OpenCV reads)",
         "model": MODEL_HELP + " (default fp32)",
-        "out": "write an annotated PNG (boxes, scores, 5 landmarks) here",
+        "out": "write an annotated image (boxes, scores, 5 landmarks) here; its extension "
+        "(.png, .jpg, .jpeg, .bmp, .tif, .webp) names the format",
         "json": "write the faces as JSON here",
-        "conf": "score threshold (default 0.6)",
+        "conf": "score threshold in (0, 1] (default 0.6)",
         "size": "resize the input to WIDTHxHEIGHT (coordinates stay in original pixels)",
         "long_side": "resize so the longer side has this many pixels",
         "backend": "onnxruntime, opencv or torch (default: from the model file)",
@@ -138,7 +224,7 @@ def evaluate(c, images=None, variants=None):
 @user_errors
 def detect(
     c,
-    image,
+    image=None,
     model="fp32",
     out=None,
     json=None,
@@ -148,23 +234,30 @@ def detect(
     backend=None,
     weights=None,
 ):
-    """Detect faces in one image; print them, write an annotated PNG and/or JSON."""
+    """Detect faces in one image; print them, write an annotated image and/or JSON."""
     from retinaface.detector import parse_size
     from retinaface.errors import ModelError
+    from retinaface.imageio import check_output_image
     from retinaface.runner import build_parser, run_detect
     from retinaface.variants import MODELS_DIR, check_model, is_model_name, model_file
 
+    if not image:
+        raise ModelError("give --image PATH (the photograph to read)")
     check_model(model)
-    manifest = _ensure_models(weights) if is_model_name(model) else {}
-    model_path = str(model_file(model, manifest, MODELS_DIR))
+    # The runner's parser checks --conf and --long-side before any model is built.
+    flags = ["--conf", str(conf)] + (
+        ["--long-side", str(long_side)] if long_side is not None else []
+    )
+    args = build_parser().parse_args(["detect", "--model", model, "--image", image, *flags])
+    if out:
+        check_output_image(out)
     try:
-        parsed_size = parse_size(size) if size else None
+        args.size = parse_size(size) if size else None
     except ValueError as error:
         raise ModelError(f"--size: {error}") from None
-    argv = ["detect", "--model", model_path, "--image", image, "--conf", str(conf)]
-    args = build_parser().parse_args(argv)
+    manifest = _ensure_models(weights) if is_model_name(model) else {}
+    args.model = str(model_file(model, manifest, MODELS_DIR))
     args.json, args.out, args.backend = json, out, backend
-    args.size, args.long_side = parsed_size, int(long_side) if long_side else None
     result = run_detect(args)
     for face in result["faces"]:
         x1, y1, x2, y2 = face["box"]
@@ -466,7 +559,12 @@ def fetch_ort(
         "jobs": "parallel compile jobs (MAX_JOBS); 2 fits a 4 GB Pi 4, more needs swap",
         "source": "DIR|URL replacing the git source (name=DIR|URL,… for several packages); "
         "a local git repository is sent to the builder as a bundle",
-        "print_script": "print the rendered recipe and exit (probes the builder if one is given)",
+        "print_script": "print the rendered recipe and exit; facts come from --os/--python/"
+        "--emulated, else the builder if it answers, else the inventory, else assumptions "
+        "(named on stderr)",
+        "os": "with --print-script: the builder's Debian codename (e.g. bullseye)",
+        "python": "with --print-script: the builder's Python version (e.g. 3.9)",
+        "emulated": "with --print-script: the builder is an emulated Pi (NEON flags forced)",
         "follow": "stream the build log until it ends, then pull the wheels into wheels/",
         "add_swap": "create a swap file (/var/swap.retinaface-pi) when RAM+swap is too small",
         "no_apt": "skip the apt-get step (build dependencies already installed)",
@@ -489,6 +587,9 @@ def build_wheels(
     work_dir="~/retinaface-pi-build",
     wheels_dir=None,
     inventory=None,
+    os=None,
+    python=None,
+    emulated=False,
 ):
     """Build torch 1.7.0 / torchvision 0.8.1 armv7l wheels on a Pi (detached; rerun resumes)."""
     import sys
@@ -499,18 +600,20 @@ def build_wheels(
 
     names = [name.strip() for name in packages.split(",") if name.strip()]
     if print_script:
-        print(
-            bw.script_for(
-                builder,
-                names,
-                inventory=inventory,
-                jobs=int(jobs),
-                source=source,
-                add_swap=add_swap,
-                apt=not no_apt,
-            ),
-            end="",
+        script, facts = bw.script_for(
+            builder,
+            names,
+            inventory=inventory,
+            jobs=int(jobs),
+            source=source,
+            add_swap=add_swap,
+            apt=not no_apt,
+            os_codename=os,
+            python=python,
+            emulated=True if emulated else None,
         )
+        print(script, end="")
+        print(f"note: {bw.describe_facts(facts)}", file=sys.stderr)
         return
     if not builder:
         raise WheelError("give --builder HOST (e.g. pi4, or pi4-emu after `invoke emu-up`)")
@@ -562,12 +665,16 @@ def build_wheels(
 )
 @user_errors
 def build_status(
-    c, builder, pull=False, work_dir="~/retinaface-pi-build", wheels_dir=None, inventory=None
+    c, builder=None, pull=False, work_dir="~/retinaface-pi-build", wheels_dir=None, inventory=None
 ):
     """Show the wheel build's state on a builder: stage, elapsed time, finished wheels."""
     from pathlib import Path
 
     from pi_setup import build_wheels as bw
+    from pi_setup.errors import WheelError
+
+    if not builder:
+        raise WheelError("give --builder HOST (e.g. pi4, or pi4-emu)")
 
     dest = Path(wheels_dir) if wheels_dir else bw.WHEELS_DIR
     status, pulled = bw.status_on(builder, inventory=inventory, work=work_dir, pull=pull, dest=dest)

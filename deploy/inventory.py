@@ -190,8 +190,17 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
     except InventoryError as error:
         raise InventoryError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
-        raise InventoryError(f"{path}: not valid YAML: {error}") from None
+        raise InventoryError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     return parse_inventory(data, path)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: where (line, column) and what."""
+    mark = getattr(error, "problem_mark", None)
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{where}{what}" + (f" ({context})" if context else "")
 
 
 def parse_inventory(data: Any, path: Path) -> Inventory:

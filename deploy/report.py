@@ -463,70 +463,111 @@ CSV_COLUMNS = (
 # --- the chart -----------------------------------------------------------------------------
 
 CHART_COLORS = {"pre": "#8da0cb", "infer": "#fc8d62", "post": "#66c2a5"}
+# Conservative width of one character of the chart's 12px sans-serif text, so that labels are
+# laid out from their length and never cross the SVG's edge (a browser test checks it).
+CHAR_PX = 7.5
+ROW_BAR, ROW_GAP, PLOT_MIN = 18, 8, 320
 
 
-def chart(results: list, width: int = 760, bar: int = 18, gap: int = 8) -> dict:
-    """Geometry of a horizontal stacked-bar chart: mean pre/infer/post per host and variant,
-    with a tick at the end-to-end p90."""
+def _chart_entries(results: list) -> list:
+    """(label, record) of every variant that ran, in table order."""
     entries = []
     for result in results:
         for name in result.variants:
             record = result.variant(name)
             if record and record["status"] == "ok":
                 label = name if len(results) == 1 else f"{result.host} · {name}"
-                entries.append((label, record))
-    left, right, top = 190, 40, 28
-    plot = width - left - right
+                entries.append((label + ("" if record["valid"] else " ⚠"), record))
+    return entries
+
+
+def _text_px(text: str) -> float:
+    return len(text) * CHAR_PX
+
+
+def chart(results: list, width: int = 760) -> dict:
+    """The main chart: mean pre + inference + post stacked per variant, a tick at the
+    end-to-end p90; each row says its mean total and its p90 in figures."""
+
+    def value(record):
+        total = sum(record["stages"][stage]["mean"] for stage in CHART_COLORS)
+        return f"mean {_ms(total)} ms · p90 {_ms(record['stages']['e2e']['p90'])} ms"
+
+    legend = [(color, f"{STAGE_NAMES[stage]} (mean)") for stage, color in CHART_COLORS.items()]
+    legend.append((None, "end to end p90"))
+    return _stacked_chart(
+        _chart_entries(results), tuple(CHART_COLORS), value, legend, width, tick_stat="p90"
+    )
+
+
+def stage_chart(results: list, width: int = 760) -> dict:
+    """Pre- and post-processing alone, on their own scale: beside inference they are a few
+    pixels wide, so this is where they can be read."""
+
+    def value(record):
+        pre, post = (record["stages"][stage]["mean"] for stage in ("pre", "post"))
+        return f"pre {_ms(pre)} ms · post {_ms(post)} ms (mean)"
+
+    legend = [(CHART_COLORS[stage], f"{STAGE_NAMES[stage]} (mean)") for stage in ("pre", "post")]
+    return _stacked_chart(_chart_entries(results), ("pre", "post"), value, legend, width)
+
+
+def _stacked_chart(entries, stages, value_text, legend, width, tick_stat=None) -> dict:
+    """Geometry of a horizontal stacked-bar chart. Columns: row labels | plot | value text;
+    the label and value columns are as wide as their longest text, so nothing is cut."""
     if not entries:
         return {"width": width, "height": 60, "rows": [], "ticks": [], "empty": True}
+    left = max(_text_px(label) for label, _ in entries) + 16
+    values = [value_text(record) for _, record in entries]
+    value_w = max(_text_px(text) for text in values) + 16
+    plot = max(PLOT_MIN, width - left - value_w)
+    width = int(left + plot + value_w + 1)
+    top = 40
     peak = max(
-        max(r["stages"]["e2e"]["p90"], sum(r["stages"][s]["mean"] for s in CHART_COLORS))
-        for _, r in entries
+        max(
+            record["stages"]["e2e"][tick_stat] if tick_stat else 0.0,
+            sum(record["stages"][stage]["mean"] for stage in stages),
+        )
+        for _, record in entries
     )
     scale = _nice_max(peak)
     rows = []
-    for index, (label, record) in enumerate(entries):
-        y = top + index * (bar + gap)
+    for index, ((label, record), text) in enumerate(zip(entries, values)):
+        y = top + index * (ROW_BAR + ROW_GAP)
         x = left
         segments = []
-        for stage, color in CHART_COLORS.items():
-            value = record["stages"][stage]["mean"]
-            w = plot * value / scale
+        for stage in stages:
+            mean = record["stages"][stage]["mean"]
+            w = max(plot * mean / scale, 0.0)
+            title = f"{label}: {STAGE_NAMES[stage]} mean {mean:.2f} ms"
             segments.append(
-                {
-                    "x": round(x, 2),
-                    "w": round(max(w, 0.0), 2),
-                    "color": color,
-                    "title": f"{label}: {STAGE_NAMES[stage]} mean {value:.2f} ms",
-                }
+                {"x": round(x, 2), "w": round(w, 2), "color": CHART_COLORS[stage], "title": title}
             )
             x += w
-        p90 = record["stages"]["e2e"]["p90"]
-        rows.append(
-            {
-                "label": label + ("" if record["valid"] else " ⚠"),
-                "y": y,
-                "segments": segments,
-                "p90_x": round(left + plot * p90 / scale, 2),
-                "value": f"p50 {_ms(record['stages']['e2e']['p50'])} ms",
-                "value_x": round(max(x, left + plot * p90 / scale) + 6, 2),
-            }
-        )
-    height = top + len(entries) * (bar + gap) + 40
+        row = {"label": label, "y": y, "segments": segments, "value": text}
+        if tick_stat:
+            row["tick_x"] = round(left + plot * record["stages"]["e2e"][tick_stat] / scale, 2)
+        rows.append(row)
+    axis_y = top + len(entries) * (ROW_BAR + ROW_GAP)
     ticks = [
-        {"x": round(left + plot * i / 4, 2), "label": _ms(scale * i / 4) if i else "0"}
+        {"x": round(left + plot * i / 4, 2), "label": (_ms(scale * i / 4) if i else "0") + " ms"}
         for i in range(0, 5)
     ]
+    keys, x = [], 10.0
+    for color, name in legend:
+        keys.append({"x": round(x, 2), "color": color, "name": name})
+        x += 16 + _text_px(name) + 24
     return {
-        "width": width,
-        "height": height,
+        "width": max(width, int(x)),
+        "height": axis_y + 30,
         "left": left,
         "top": top,
-        "bar": bar,
-        "axis_y": height - 30,
+        "bar": ROW_BAR,
+        "axis_y": axis_y,
+        "value_x": round(left + plot + 10, 2),
         "rows": rows,
         "ticks": ticks,
-        "legend": [{"color": c, "name": STAGE_NAMES[s]} for s, c in CHART_COLORS.items()],
+        "legend": keys,
         "empty": False,
     }
 
@@ -585,6 +626,7 @@ def render_tables(results: list, title: str) -> dict:
     context = table_context(results, title)
     context["csv_columns"] = CSV_COLUMNS
     context["chart"] = chart(results)
+    context["stage_chart"] = stage_chart(results)
     context["facts"] = [_facts_table(result) for result in results]
     return {
         "table.md": render("table.md.j2", **context),

@@ -789,6 +789,85 @@ def status_on(
         return status, pulled
 
 
+@dataclass(frozen=True)
+class RecipeFacts:
+    """The builder facts a printed recipe is rendered from, and where each one came from."""
+
+    os_codename: str
+    python: str  # the interpreter the wheels are built for, e.g. python3 or python3.9
+    emulated: bool
+    origin: Dict[str, str]  # fact -> "probed", "flag", "inventory" or "assumed"
+    why_not_probed: str = ""  # empty when the builder answered
+
+
+ASSUMED_FACTS = {"os": "bullseye", "python": "python3", "emulated": False}
+
+
+def recipe_facts(
+    builder: Optional[str],
+    inventory: Optional[str] = None,
+    *,
+    os_codename: Optional[str] = None,
+    python: Optional[str] = None,
+    emulated: Optional[bool] = None,
+) -> RecipeFacts:
+    """Facts for --print-script: flags first, then the builder's probe if it answers, then what
+    the inventory declares, then ASSUMED_FACTS. Reading a recipe never needs a reachable Pi."""
+    from deploy.errors import UnreachableError
+
+    if os_codename is not None and not re.match(r"^[a-z]+$", os_codename):
+        raise WheelError(f"--os {os_codename!r}: expected a Debian codename such as bullseye")
+    if python is not None and not re.match(r"^3\.[0-9]{1,2}$", python):
+        raise WheelError(f"--python {python!r}: expected a version such as 3.9")
+    facts = {"os": os_codename, "python": f"python{python}" if python else None}
+    facts["emulated"] = emulated
+    origin = {key: "flag" for key, value in facts.items() if value is not None}
+    why_not = "every fact given by a flag" if builder else "no --builder given"
+    if builder and len(origin) < len(facts):
+        try:
+            with open_builder(builder, inventory) as conn:
+                info = probe_builder(conn)
+        except UnreachableError as error:
+            why_not = str(error)
+        else:
+            why_not = ""
+            probed = {"os": info.os_codename, "python": "python3", "emulated": info.emulated}
+            for key, value in probed.items():
+                if facts[key] is None:
+                    facts[key], origin[key] = value, "probed"
+    if builder and facts["python"] is None:
+        declared = _declared_python(builder, inventory)
+        if declared:
+            facts["python"], origin["python"] = declared, "inventory"
+    for key, value in ASSUMED_FACTS.items():
+        if facts[key] is None:
+            facts[key], origin[key] = value, "assumed"
+    return RecipeFacts(facts["os"], facts["python"], facts["emulated"], origin, why_not)
+
+
+def describe_facts(facts: RecipeFacts) -> str:
+    """One line: what the recipe was rendered for and which facts were assumed."""
+    kind = "emulated" if facts.emulated else "native"
+    parts = [f"{facts.os_codename} ({facts.origin['os']})"]
+    parts.append(f"{facts.python} ({facts.origin['python']})")
+    parts.append(f"{kind} ({facts.origin['emulated']})")
+    line = "recipe for " + ", ".join(parts)
+    if facts.why_not_probed:
+        line += f"; not probed: {facts.why_not_probed}"
+    if "assumed" in facts.origin.values():
+        line += "; choose with --os, --python, --emulated"
+    return line
+
+
+def _declared_python(builder: str, inventory: Optional[str]) -> Optional[str]:
+    """The interpreter the inventory names for the builder (`python:`), if not the default."""
+    from deploy.inventory import load_inventory
+
+    hosts = load_inventory(inventory).select(builder)
+    declared = hosts[0].python if len(hosts) == 1 else None
+    return declared if declared and declared != "python3" else None
+
+
 def script_for(
     builder: Optional[str],
     packages: Sequence[str],
@@ -798,14 +877,23 @@ def script_for(
     source: Optional[str] = None,
     add_swap: bool = False,
     apt: bool = True,
-    emulated: bool = False,
-    os_codename: str = "bullseye",
-) -> str:
-    """The recipe that would run: probed on the builder when one is named, else from flags."""
+    emulated: Optional[bool] = None,
+    os_codename: Optional[str] = None,
+    python: Optional[str] = None,
+) -> Tuple[str, RecipeFacts]:
+    """The recipe that would run and the facts it was rendered from (see `recipe_facts`)."""
     sources = parse_sources(source, packages)
-    if builder:
-        with open_builder(builder, inventory) as conn:
-            info = probe_builder(conn)
-        return render_script(plan_for_builder(info, packages, jobs, sources, add_swap, apt, True))
-    plan = make_plan(packages, jobs, sources, emulated, add_swap, os_codename, apt=apt)
-    return render_script(plan)
+    facts = recipe_facts(
+        builder, inventory, os_codename=os_codename, python=python, emulated=emulated
+    )
+    plan = make_plan(
+        packages,
+        jobs,
+        sources,
+        facts.emulated,
+        add_swap,
+        facts.os_codename,
+        apt=apt,
+        python=facts.python,
+    )
+    return render_script(plan), facts

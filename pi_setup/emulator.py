@@ -202,11 +202,12 @@ def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = No
         _check_disk(path, need_bytes)
 
 
-def _check_root() -> None:
+def _check_root(task: str = "emu-up") -> None:
     if os.geteuid() != 0:
+        # env PATH keeps a virtual environment's invoke visible under sudo's secure_path.
         raise EmulatorError(
             "the emulated Pi needs root (debootstrap, chroot, mount namespaces): "
-            "run the task as root, e.g. `sudo invoke emu-up`"
+            f'run the task as root, e.g. `sudo env "PATH=$PATH" invoke {task}`'
         )
 
 
@@ -850,7 +851,7 @@ def up(
 
 def down(name: Optional[str] = None) -> List[EmuStatus]:
     """Stop one release's emulator (or all); return the status of those that were running."""
-    _check_root()
+    _check_root("emu-down")
     names = [name] if name else sorted(RELEASES)
     stopped = []
     for each in names:

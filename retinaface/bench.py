@@ -13,12 +13,11 @@ import os
 import platform
 import re
 import socket
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Tuple
-
-import numpy as np
 
 from . import telemetry
 from .config import CONF_THRESHOLD
@@ -81,6 +80,8 @@ class VariantPlan:
 
 def summarize(samples_ms):
     """p50/p90/p99/mean/std/min/max (ms, 3 decimals) of a list of latencies in milliseconds."""
+    import numpy as np  # lazily: the runner's --help must work without numpy
+
     values = np.asarray(samples_ms, dtype=np.float64)
     if values.size == 0:
         raise ValueError("no samples to summarize")
@@ -131,6 +132,8 @@ def missing_runtime(backend):
 def runtime_versions():
     """Versions of Python, numpy and the runtimes this process has imported (none are imported
     just to ask: loading torch beside onnxruntime would change what is measured)."""
+    import numpy as np
+
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for module in sorted(IMPORTS.values()):
         if sys.modules.get(module) is not None:
@@ -329,7 +332,7 @@ def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
     after = snapshot(config.telemetry_root)
     record["runs"] = done
     record["windows"] = window_records
-    record["fps"] = round(float(np.median([w["fps"] for w in window_records])), 3)
+    record["fps"] = round(float(statistics.median([w["fps"] for w in window_records])), 3)
     record["stages"] = {stage: summarize(bucket) for stage, bucket in zip(STAGES, samples)}
     record["samples_ms"] = {
         stage: [round(value, 3) for value in bucket] for stage, bucket in zip(STAGES, samples)

@@ -12,6 +12,7 @@ import numpy as np
 from .anchors import prior_boxes
 from .config import BGR_MEAN, CONF_THRESHOLD
 from .errors import ModelError
+from .imageio import clip_box
 from .postprocess import detect_faces
 
 BACKENDS = ("onnxruntime", "opencv", "torch")
@@ -189,9 +190,10 @@ class Detector(object):
         boxes, scores, points = detect_faces(
             loc, conf, landms, priors, width, height, self.conf_threshold
         )
+        # Boxes are clipped to the picture (landmarks are not: they are the model's guess).
         return [
             {
-                "box": [round(float(v), 2) for v in box],
+                "box": [round(float(v), 2) for v in clip_box(box, width, height)],
                 "score": round(float(score), 4),
                 "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in pts],
             }

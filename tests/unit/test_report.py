@@ -115,8 +115,9 @@ def test_html_report_has_a_chart_and_host_facts():
     parser.feed(html)
     assert parser.stack == []
     rects = [attrs for tag, attrs in parser.tags if tag == "rect" and "width" in attrs]
-    # 3 legend boxes + 3 stage segments for each of the 9 variants that ran (5 + 4).
-    assert len(rects) == 3 + 3 * 9
+    # Main chart: 3 legend boxes + 3 stage segments for each of the 9 variants that ran (5 + 4);
+    # pre/post chart: 2 legend boxes + 2 segments each.
+    assert len(rects) == 3 + 3 * 9 + 2 + 2 * 9
     text = " ".join(parser.text)
     assert "fixture-b · int8 ⚠" in text and "local · fp32" in text
     assert "Host facts" in text and "not a Raspberry Pi" in text
@@ -135,13 +136,19 @@ def test_html_escapes_what_hosts_report(tmp_path):
 
 def test_chart_scale_and_bars():
     geometry = report.chart(load_results(RESULTS / "local"))
-    assert geometry["ticks"][-1]["label"] == "1,000"  # torch p90 ~ 800 ms → nice max 1000
+    assert geometry["ticks"][-1]["label"] == "1,000 ms"  # torch p90 ~ 800 ms → nice max 1000
     torch_row = geometry["rows"][0]
     widths = sum(segment["w"] for segment in torch_row["segments"])
     plot = geometry["ticks"][-1]["x"] - geometry["ticks"][0]["x"]
     data = json.loads((RESULTS / "local" / "bench.json").read_text())["variants"]["torch"]
     mean_sum = sum(data["stages"][s]["mean"] for s in ("pre", "infer", "post"))
     assert widths == pytest.approx(plot * mean_sum / 1000.0, abs=0.05)
+    # each mark is labelled with the statistic it shows: the bar its mean, the tick its p90
+    p90 = data["stages"]["e2e"]["p90"]
+    assert torch_row["value"] == f"mean {report._ms(mean_sum)} ms · p90 {report._ms(p90)} ms"
+    assert torch_row["tick_x"] == pytest.approx(geometry["left"] + plot * p90 / 1000.0, abs=0.01)
+    stages = report.stage_chart(load_results(RESULTS / "local"))
+    assert stages["ticks"][-1]["label"] != "1,000 ms"  # pre/post on their own, finer scale
     assert (
         report._nice_max(0.7) == 1.0 and report._nice_max(34) == 50 and report._nice_max(101) == 200
     )
