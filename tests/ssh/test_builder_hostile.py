@@ -46,7 +46,9 @@ def test_forged_build_pid_cannot_overwrite_the_checkout(lab, tmp_path):
     assert (checkout / "tasks.py").read_text() == "ORIGINAL\n"
     assert status.pid is None and status.wheels == (WHEEL,)
     assert [p.path for p in pulled] == [(checkout / "wheels" / WHEEL).resolve()]
-    assert sorted(p.name for p in (checkout / "wheels").iterdir()) == sorted([WHEEL, "manifest.json"])
+    assert sorted(p.name for p in (checkout / "wheels").iterdir()) == sorted(
+        [WHEEL, "manifest.json"]
+    )
 
 
 def test_forged_absolute_wheel_name_cannot_write_anywhere(lab, tmp_path):
