@@ -30,6 +30,8 @@ from deploy.report import RESULTS_DIR, ReportFiles, load_result, render_reports,
 
 POLL_SECONDS = 1.0
 STDERR_TAIL = 2000  # characters of the runner's stderr in an error message
+BENCH_JSON_MAX_BYTES = 32 * 1024**2  # a real bench.json is ~100 kB
+PULL_GRACE_S = 30.0  # the pull gets at least this long even when --timeout is nearly spent
 
 # progress(event): {"stage": "deploy"|"bench"|"pull"|"done", ...the runner's fields}.
 BenchProgress = Callable[[dict], None]
@@ -205,11 +207,13 @@ def bench_host(
     outcome = deploy(conn)
     deploy_dir = conn.expand(host.deploy_dir).rstrip("/")
     facts = gather_facts(conn)
+    started = time.monotonic()
     remote = run_remote_bench(conn, deploy_dir, options, stamp, progress)
     say({"stage": "pull"})
     target = Path(results_dir) / host.name / "bench.json"
     staging = target.with_name(".bench.json.pulled")
-    conn.get(remote, staging)
+    left = options.timeout_s - (time.monotonic() - started)  # --timeout covers the pull too
+    conn.get(remote, staging, max_bytes=BENCH_JSON_MAX_BYTES, timeout=max(left, PULL_GRACE_S))
     try:
         data = json.loads(staging.read_text())
         data["inventory_host"] = host.name

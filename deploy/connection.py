@@ -11,13 +11,15 @@ on every command. `connection: local` hosts get the same interface on this machi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import shlex
-import shutil
 import socket
+import stat
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,8 @@ CHANNEL_TIMEOUT = 20.0  # opening a session/SFTP channel
 KEEPALIVE = 10  # seconds between keepalive packets on an idle transport
 COMMAND_TIMEOUT = 600.0  # default limit for one command
 CHUNK = 256 * 1024
+GET_MAX_BYTES = 64 * 1024**2  # default cap of one pulled file (bench.json is ~100 kB)
+GET_TIMEOUT = 600.0  # default limit for one pulled file, seconds
 
 # progress(name, bytes_done, bytes_total) — injected by the caller (tqdm in tasks.py).
 Progress = Callable[[str, int, int], None]
@@ -89,9 +93,60 @@ class HostConnection:
     def _rename(self, tmp: str, remote: str) -> None:
         raise NotImplementedError
 
-    def get(self, remote: str, local: Path) -> Path:
-        """Download `remote` to `local` (temp name, then rename)."""
+    def get(
+        self,
+        remote: str,
+        local: Path,
+        max_bytes: int = GET_MAX_BYTES,
+        timeout: float = GET_TIMEOUT,
+    ) -> Path:
+        """Download `remote` to `local` (temp name, then rename).
+
+        The host is not trusted: `remote` must be a regular file (not a symlink, FIFO or device)
+        of at most `max_bytes`, read with a byte cap and within `timeout` seconds; otherwise a
+        DeployError and no file (not even a partial one) is left behind.
+        """
+        remote = self.expand(remote)
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
+        try:
+            self._download(remote, tmp, max_bytes, timeout)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, local)
+        return local
+
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
         raise NotImplementedError
+
+    def _refuse(self, remote: str, mode: int, size: int, max_bytes: int) -> None:
+        """DeployError unless (mode, size) of `remote` is a regular file within the cap."""
+        if not stat.S_ISREG(mode):
+            kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+            raise DeployError(f"{self.host.name}: {remote} is {kind}; refusing to pull it")
+        if size > max_bytes:
+            raise DeployError(
+                f"{self.host.name}: {remote} is {size} bytes, more than the {max_bytes} allowed"
+            )
+
+    def _copy_capped(self, src, dst, remote: str, max_bytes: int, deadline: float) -> None:
+        """Copy at most `max_bytes` from src to dst; DeployError past the cap or the deadline."""
+        done = 0
+        while True:
+            block = src.read(min(CHUNK, max_bytes + 1 - done))
+            if not block:
+                return
+            done += len(block)
+            if done > max_bytes:
+                raise DeployError(
+                    f"{self.host.name}: {remote} grew past the {max_bytes} bytes allowed; "
+                    "download stopped and removed"
+                )
+            dst.write(block)
+            if time.monotonic() > deadline:
+                raise DeployError(f"{self.host.name}: download of {remote} timed out")
 
     def close(self) -> None:
         """Release the connection (idempotent)."""
@@ -201,7 +256,7 @@ class HostConnection:
 
 
 class LocalConnection(HostConnection):
-    """The `connection: local` host: bash via subprocess, files via shutil."""
+    """The `connection: local` host: bash via subprocess, files via os."""
 
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
         try:
@@ -237,13 +292,22 @@ class LocalConnection(HostConnection):
     def _rename(self, tmp: str, remote: str) -> None:
         os.replace(tmp, remote)
 
-    def get(self, remote: str, local: Path) -> Path:
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
-        shutil.copyfile(self.expand(remote), tmp)
-        os.replace(tmp, local)
-        return local
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
+        try:  # O_NONBLOCK: a FIFO must not block the open
+            fd = os.open(remote, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DeployError(f"{self.host.name}: {remote}: no such file on the host") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                self._refuse(remote, stat.S_IFLNK, 0, max_bytes)
+            raise DeployError(
+                f"{self.host.name}: {remote}: cannot read ({error.strerror})"
+            ) from None
+        with open(fd, "rb") as src:
+            st = os.fstat(fd)
+            self._refuse(remote, st.st_mode, st.st_size, max_bytes)
+            with open(tmp, "wb") as dst:
+                self._copy_capped(src, dst, remote, max_bytes, time.monotonic() + timeout)
 
 
 _LOST = (EOFError, OSError, socket.error)
@@ -328,29 +392,51 @@ class SSHConnection(HostConnection):
         except paramiko.SSHException as error:
             raise self._lost(f"rename to {remote}", error) from None
 
-    def get(self, remote: str, local: Path) -> Path:
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
         import paramiko
 
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
+        sftp = self.sftp()
+        channel = sftp.get_channel()
+        channel.settimeout(timeout)  # every reply (lstat, open, read) waits at most this long
+        deadline = time.monotonic() + timeout
         try:
-            self.sftp().get(self.expand(remote), str(tmp))
+            st = sftp.lstat(remote)
+            self._refuse(remote, st.st_mode or 0, st.st_size or 0, max_bytes)
+            with sftp.open(remote, "rb") as src, open(tmp, "wb") as dst:
+                src.prefetch(st.st_size)
+                self._copy_capped(src, dst, remote, max_bytes, deadline)
+            channel.settimeout(None)
         except FileNotFoundError:
+            channel.settimeout(None)
             raise DeployError(f"{self.host.name}: {remote}: no such file on the host") from None
+        except socket.timeout:
+            self._drop_sftp()  # its request/reply stream is out of step now
+            raise DeployError(
+                f"{self.host.name}: download of {remote} timed out after {timeout:.0f} s"
+            ) from None
+        except DeployError:
+            self._drop_sftp()  # a prefetch may still be running
+            raise
         except (paramiko.SSHException, *_LOST) as error:
-            tmp.unlink(missing_ok=True)
+            self._drop_sftp()
+            if (
+                isinstance(error, OSError)
+                and not isinstance(error, ConnectionError)
+                and error.errno
+            ):
+                raise DeployError(f"{self.host.name}: {remote}: cannot read ({error})") from None
             raise self._lost(f"download of {remote}", error) from None
-        os.replace(tmp, local)
-        return local
 
-    def close(self) -> None:
+    def _drop_sftp(self) -> None:
         try:
             if self._sftp is not None:
                 self._sftp.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not raise
+        except Exception:  # noqa: BLE001 - closing a broken session must not raise
             pass
         self._sftp = None
+
+    def close(self) -> None:
+        self._drop_sftp()
         self.fabric.close()
 
 

@@ -659,7 +659,12 @@ def pull_wheels(
             raise WheelError(f"{host}: no sha256 from the builder for {work}/dist/{name}")
         copied = False
         if not (local.exists() and sha256_file(local) == expected):
-            conn.get(f"{work}/dist/{name}", local)
+            conn.get(
+                f"{work}/dist/{name}",
+                local,
+                max_bytes=WHEEL_MAX_BYTES,
+                timeout=WHEEL_PULL_TIMEOUT,
+            )
             copied = True
         digest = sha256_file(local)
         if digest != expected:
