@@ -478,6 +478,33 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
     return conn
 
 
+def key_is_encrypted(path: Path) -> bool:
+    """True when the private key file at `path` needs a passphrase (OpenSSH or PEM format)."""
+    import base64
+    import struct
+
+    try:
+        text = Path(path).expanduser().read_text(errors="replace")[:100_000]
+    except OSError:
+        return False
+    if "BEGIN ENCRYPTED PRIVATE KEY" in text or "Proc-Type: 4,ENCRYPTED" in text:
+        return True
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    if begin not in text or end not in text:
+        return False
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    try:
+        blob = base64.b64decode("".join(body.split()))
+    except ValueError:
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        return False
+    (size,) = struct.unpack(">I", blob[len(magic) : len(magic) + 4])
+    cipher = blob[len(magic) + 4 : len(magic) + 4 + size]
+    return cipher != b"none"
+
+
 def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
     """Translate what Paramiko raised while connecting into one clear error."""
     import paramiko
@@ -492,6 +519,17 @@ def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
             f"remove the old key with `ssh-keygen -R '{key_name}' -f FILE` for each of "
             f"{', '.join(map(str, known_hosts_files()))}, then run "
             f"`invoke trust-host --host {host.name}`"
+        )
+    if isinstance(error, paramiko.AuthenticationException) and (
+        isinstance(error, paramiko.PasswordRequiredException)
+        or (host.key_file and key_is_encrypted(Path(host.key_file)))
+    ):
+        key = f"key_file {host.key_file}" if host.key_file else "a key in ~/.ssh"
+        return AuthenticationError(
+            f"{where}: {key} is encrypted (it has a passphrase) and no ssh-agent offered it; "
+            "passphrases are never asked for or stored: load the key with "
+            f"`ssh-add {host.key_file or 'KEY'}` into a running ssh-agent (SSH_AUTH_SOCK), "
+            "then retry"
         )
     if isinstance(error, paramiko.AuthenticationException):
         return AuthenticationError(
