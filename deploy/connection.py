@@ -42,6 +42,9 @@ COMMAND_TIMEOUT = 600.0  # default limit for one command
 CHUNK = 256 * 1024
 GET_MAX_BYTES = 64 * 1024**2  # default cap of one pulled file (bench.json is ~100 kB)
 GET_TIMEOUT = 600.0  # default limit for one pulled file, seconds
+# Captured output of one command, per stream: our largest (a build-log page, a sha256 list of
+# a release) is ~1 MB; a host that prints more is cut off with an error, not buffered.
+OUTPUT_MAX_BYTES = 8 * 1024**2
 
 # progress(name, bytes_done, bytes_total) — injected by the caller (tqdm in tasks.py).
 Progress = Callable[[str, int, int], None]
@@ -59,6 +62,12 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exited == 0
+
+
+def _too_much(host: str, command: str) -> DeployError:
+    return DeployError(
+        f"{host}: command printed more than {OUTPUT_MAX_BYTES} bytes; stopped: {_short(command)}"
+    )
 
 
 def _short(command: str) -> str:
@@ -259,20 +268,31 @@ class LocalConnection(HostConnection):
     """The `connection: local` host: bash via subprocess, files via os."""
 
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
-        try:
-            proc = subprocess.run(
-                ["bash", "-c", command],
-                input=stdin if stdin is not None else "",
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=self.home(),  # like an SSH login: commands start in the home directory
-            )
-        except subprocess.TimeoutExpired:
-            raise DeployError(
-                f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
-            ) from None
-        return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
+        import tempfile
+
+        # Output goes to unnamed temp files, not into memory; only a capped amount is read back.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.run(
+                    ["bash", "-c", command],
+                    input=(stdin or "").encode(),
+                    stdout=out,
+                    stderr=err,
+                    timeout=timeout,
+                    cwd=self.home(),  # like an SSH login: commands start in the home directory
+                )
+            except subprocess.TimeoutExpired:
+                raise DeployError(
+                    f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
+                ) from None
+            texts = []
+            for handle in (out, err):
+                handle.seek(0)
+                data = handle.read(OUTPUT_MAX_BYTES + 1)
+                if len(data) > OUTPUT_MAX_BYTES:
+                    raise _too_much(self.host.name, command)
+                texts.append(data.decode(errors="replace"))
+        return CommandResult(command, proc.returncode, *texts)
 
     def home(self) -> str:
         return str(Path.home())
@@ -328,31 +348,58 @@ class SSHConnection(HostConnection):
         )
 
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
-        import io
+        """exec on a fresh session channel, reading stdout and stderr with a byte cap each
+        (OUTPUT_MAX_BYTES) and a deadline; stdin gets `stdin` (or nothing) and then EOF."""
+        import select
 
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
+        what = f"`{_short(command)}`"
         try:
-            result = self.fabric.run(
-                command,
-                hide=True,
-                warn=True,
-                pty=False,
-                timeout=timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
-            )
-        except CommandTimedOut:
-            raise DeployError(
-                f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
-            ) from None
+            channel = self.fabric.transport.open_session(timeout=CHANNEL_TIMEOUT)
         except (paramiko.SSHException, *_LOST) as error:
-            raise self._lost(f"`{_short(command)}`", error) from None
-        if result.exited is None or result.exited < 0:
+            raise self._lost(what, error) from None
+        deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(CHUNK)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(CHUNK)
+                if len(out) > OUTPUT_MAX_BYTES or len(err) > OUTPUT_MAX_BYTES:
+                    raise _too_much(self.host.name, command)
+                if channel.exit_status_ready() and not (
+                    channel.recv_ready() or channel.recv_stderr_ready()
+                ):
+                    if channel.closed or channel.eof_received:
+                        break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeployError(
+                        f"{self.host.name}: command timed out after {timeout:.0f} s: "
+                        f"{_short(command)}"
+                    )
+                if channel.eof_received:  # output closed, process still running: wait calmly
+                    time.sleep(min(left, 0.05))
+                else:
+                    select.select([channel], [], [], min(left, 1.0))
+        except (paramiko.SSHException, *_LOST) as error:
+            raise self._lost(what, error) from None
+        finally:
+            channel.close()  # on a timeout or overflow: the remote side sees the session go
+        exited = channel.exit_status
+        if exited is None or exited < 0:
             raise UnreachableError(
-                f"{self.host.name} ({self.host.target}): connection lost during `{_short(command)}`"
+                f"{self.host.name} ({self.host.target}): connection lost during {what}"
             )
-        return CommandResult(command, result.exited, result.stdout, result.stderr)
+        return CommandResult(
+            command, exited, out.decode(errors="replace"), err.decode(errors="replace")
+        )
 
     def sftp(self):
         """The (cached) Paramiko SFTP client of this connection."""
