@@ -513,6 +513,7 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
         config=Config(),
         connect_timeout=connect_timeout,
         connect_kwargs=connect_kwargs,
+        forward_agent=False,  # never lend the user's agent to a host (ForwardAgent in ~/.ssh/config)
     )
     client = conn.client
     for path in known_hosts_files():

@@ -9,7 +9,6 @@ build.pid, state (one `<epoch> <event>` line per stage), plan.json, src/, dist/,
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import jinja2
 
 from pi_setup.errors import WheelError
-from retinaface.imageio import sha256_file
+from retinaface.imageio import sha256_file, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "templates"
@@ -507,7 +506,7 @@ def start_build(
                 bundle = Path(tmp) / f"{package.name}.bundle"
                 _git_bundle(Path(source), bundle)
                 remote = f"{work}/sources/{package.name}.bundle"
-                conn.put(bundle, remote)
+                conn.put(bundle, remote, sha256=sha256_file(bundle))
                 package = replace(
                     package, repo=remote, origin=f"workstation:{Path(source).resolve()}"
                 )
@@ -516,10 +515,10 @@ def start_build(
         script = render_script(plan)
         script_path = Path(tmp) / "build.sh"
         script_path.write_text(script)
-        conn.put(script_path, f"{work}/build.sh")
+        conn.put(script_path, f"{work}/build.sh", sha256=sha256_file(script_path))
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan_record(plan), indent=2))
-        conn.put(plan_path, f"{work}/plan.json")
+        conn.put(plan_path, f"{work}/plan.json", sha256=sha256_file(plan_path))
     launched = conn.run(
         f"cd {_q(work)} && {{ printf '\\n===== run %s =====\\n' \"$(date '+%F %T')\" >> build.log; "
         f"setsid nohup bash {_q(work + '/build.sh')} >> build.log 2>&1 < /dev/null & "
@@ -707,9 +706,8 @@ def update_manifest(path: Path, entries: Dict[str, Dict[str, Any]]) -> None:
         except json.JSONDecodeError as error:
             raise WheelError(f"{path}: not valid JSON ({error}); move it away") from None
     data.setdefault("wheels", {}).update(entries)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    # a fresh temp name (mkstemp) beside it: a planted `manifest.json.tmp` symlink is not followed
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def parse_sources(text: Optional[str], names: Sequence[str]) -> Dict[str, str]:

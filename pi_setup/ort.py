@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 import yaml
 
 from pi_setup.errors import WheelError
+from retinaface.imageio import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"
@@ -439,9 +440,7 @@ def record_sha256(lock_path: Path, wheel: OrtWheel, sha256: str, size: int) -> b
             lines[index] = f"{indent}size: {size}\n"
             changed = True
     if changed:
-        tmp = Path(lock_path).with_name(Path(lock_path).name + ".tmp")
-        tmp.write_text("".join(lines))
-        os.replace(tmp, lock_path)
+        write_atomic(lock_path, "".join(lines).encode())  # mkstemp name, not a fixed .tmp
     return changed
 
 
