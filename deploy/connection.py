@@ -367,9 +367,9 @@ class SSHConnection(HostConnection):
                 channel.sendall(stdin.encode())
             channel.shutdown_write()
             while True:
-                while channel.recv_ready():
+                while channel.recv_ready() and len(out) <= OUTPUT_MAX_BYTES:
                     out += channel.recv(CHUNK)
-                while channel.recv_stderr_ready():
+                while channel.recv_stderr_ready() and len(err) <= OUTPUT_MAX_BYTES:
                     err += channel.recv_stderr(CHUNK)
                 if len(out) > OUTPUT_MAX_BYTES or len(err) > OUTPUT_MAX_BYTES:
                     raise _too_much(self.host.name, command)
