@@ -9,6 +9,7 @@ UTS namespace, so its /proc, /sys and /dev mounts vanish with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -818,7 +819,14 @@ def _open_in_rootfs(rootfs: Path, rel: str, create: bool = False) -> int:
 
 def _read_in(dir_fd: int, name: str, limit: int = 1 << 20) -> str:
     """Text of the regular file NAME in DIR_FD (not through a symlink), at most LIMIT bytes."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise EmulatorError(f"{name}: not a regular file in the rootfs (a symlink)") from None
+        raise EmulatorError(f"{name}: cannot read it in the rootfs ({error.strerror})") from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise EmulatorError(f"{name}: not a regular file in the rootfs")
@@ -979,8 +987,14 @@ def start(release: Release) -> int:
 
 def record_host_key(release: Release) -> Path:
     """Write the emulator's host key into the project known_hosts (replacing old lines)."""
-    pub = _dirs(release)["rootfs"] / "etc/ssh/ssh_host_ed25519_key.pub"
-    kind, blob = pub.read_text().split()[:2]
+    ssh_etc = _open_in_rootfs(_dirs(release)["rootfs"], "etc/ssh")
+    try:  # the rootfs's own file, not whatever a symlink there points at
+        words = _read_in(ssh_etc, "ssh_host_ed25519_key.pub", 16384).split()
+    finally:
+        os.close(ssh_etc)
+    if len(words) < 2 or not re.match(r"^[A-Za-z0-9+/=]+$", words[1]):
+        raise EmulatorError(f"the {release.name} emulator's host key is not an OpenSSH key")
+    kind, blob = words[:2]
     marker = f"[{ADDRESS}]:{release.port} "
     path = project_known_hosts()
     try:

@@ -180,3 +180,19 @@ def test_prepare_on_a_clean_tree_authorizes_the_login_key(state):
     assert auth.read_text() == Path(f"{emulator.login_key()}.pub").read_text()
     assert (rootfs / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
     assert (rootfs / "run/sshd").is_dir()
+
+
+def test_recorded_host_key_is_the_rootfs_own_file(state, tmp_path, monkeypatch):
+    rootfs = _rootfs(state)
+    monkeypatch.setenv("RETINAFACE_PI_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("ssh-ed25519 SECRETFROMTHEHOST\n")
+    (rootfs / "etc/ssh/ssh_host_ed25519_key.pub").symlink_to(host_file)
+    with pytest.raises(EmulatorError, match="not a regular file"):
+        emulator.record_host_key(REL)
+    assert not (tmp_path / "known_hosts").exists()
+    (rootfs / "etc/ssh/ssh_host_ed25519_key.pub").unlink()
+    emulator._prepare(REL)
+    emulator.record_host_key(REL)
+    line = (tmp_path / "known_hosts").read_text()
+    assert line.startswith(f"[127.0.0.1]:{REL.port} ssh-ed25519 ") and "SECRET" not in line
