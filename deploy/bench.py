@@ -30,6 +30,8 @@ from deploy.report import RESULTS_DIR, ReportFiles, load_result, render_reports,
 
 POLL_SECONDS = 1.0
 STDERR_TAIL = 2000  # characters of the runner's stderr in an error message
+BENCH_JSON_MAX_BYTES = 32 * 1024**2  # a real bench.json is ~100 kB
+PULL_GRACE_S = 30.0  # the pull gets at least this long even when --timeout is nearly spent
 
 # progress(event): {"stage": "deploy"|"bench"|"pull"|"done", ...the runner's fields}.
 BenchProgress = Callable[[dict], None]
@@ -104,6 +106,37 @@ def _signal_name(rc: int) -> str:
     return f"exit {rc}"
 
 
+_PROGRESS_INTS = ("index", "count", "done", "total")
+_PROGRESS_TEXTS = ("variant", "phase")
+
+
+def valid_progress(record) -> Optional[dict]:
+    """The runner's progress record with only known, well-typed fields, or None.
+
+    progress.json lives on the host, which may write anything there: a wrong type must not
+    crash the progress display (ints are non-negative ints, texts short strings; a record
+    with `count` has every field the display reads).
+    """
+    if not isinstance(record, dict):
+        return None
+    clean = {}
+    for key in _PROGRESS_INTS:
+        value = record.get(key)
+        if value is not None:
+            if type(value) is not int or not 0 <= value < 1 << 31:
+                return None
+            clean[key] = value
+    for key in _PROGRESS_TEXTS:
+        value = record.get(key)
+        if value is not None:
+            if not isinstance(value, str) or len(value) > 100:
+                return None
+            clean[key] = value
+    if "count" in clean and not all(k in clean for k in _PROGRESS_INTS + _PROGRESS_TEXTS):
+        return None
+    return clean
+
+
 def parse_poll(text: str) -> dict:
     """{"progress": dict|None, "rc": int|None, "alive": bool} from bench_poll.sh output."""
     state: dict = {"progress": None, "rc": None, "alive": False}
@@ -111,8 +144,8 @@ def parse_poll(text: str) -> dict:
         key, _, value = line.partition(" ")
         if key == "progress":
             try:
-                state["progress"] = json.loads(value)
-            except ValueError:
+                state["progress"] = valid_progress(json.loads(value))
+            except (ValueError, RecursionError):
                 pass  # a half-written line cannot happen (atomic rename), but never fail on it
         elif key == "rc" and value.strip().lstrip("-").isdigit():
             state["rc"] = int(value)
@@ -205,11 +238,13 @@ def bench_host(
     outcome = deploy(conn)
     deploy_dir = conn.expand(host.deploy_dir).rstrip("/")
     facts = gather_facts(conn)
+    started = time.monotonic()
     remote = run_remote_bench(conn, deploy_dir, options, stamp, progress)
     say({"stage": "pull"})
     target = Path(results_dir) / host.name / "bench.json"
     staging = target.with_name(".bench.json.pulled")
-    conn.get(remote, staging)
+    left = options.timeout_s - (time.monotonic() - started)  # --timeout covers the pull too
+    conn.get(remote, staging, max_bytes=BENCH_JSON_MAX_BYTES, timeout=max(left, PULL_GRACE_S))
     try:
         data = json.loads(staging.read_text())
         data["inventory_host"] = host.name

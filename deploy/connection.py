@@ -11,13 +11,15 @@ on every command. `connection: local` hosts get the same interface on this machi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import shlex
-import shutil
 import socket
+import stat
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,11 @@ CHANNEL_TIMEOUT = 20.0  # opening a session/SFTP channel
 KEEPALIVE = 10  # seconds between keepalive packets on an idle transport
 COMMAND_TIMEOUT = 600.0  # default limit for one command
 CHUNK = 256 * 1024
+GET_MAX_BYTES = 64 * 1024**2  # default cap of one pulled file (bench.json is ~100 kB)
+GET_TIMEOUT = 600.0  # default limit for one pulled file, seconds
+# Captured output of one command, per stream: our largest (a build-log page, a sha256 list of
+# a release) is ~1 MB; a host that prints more is cut off with an error, not buffered.
+OUTPUT_MAX_BYTES = 8 * 1024**2
 
 # progress(name, bytes_done, bytes_total) — injected by the caller (tqdm in tasks.py).
 Progress = Callable[[str, int, int], None]
@@ -55,6 +62,12 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exited == 0
+
+
+def _too_much(host: str, command: str) -> DeployError:
+    return DeployError(
+        f"{host}: command printed more than {OUTPUT_MAX_BYTES} bytes; stopped: {_short(command)}"
+    )
 
 
 def _short(command: str) -> str:
@@ -89,9 +102,60 @@ class HostConnection:
     def _rename(self, tmp: str, remote: str) -> None:
         raise NotImplementedError
 
-    def get(self, remote: str, local: Path) -> Path:
-        """Download `remote` to `local` (temp name, then rename)."""
+    def get(
+        self,
+        remote: str,
+        local: Path,
+        max_bytes: int = GET_MAX_BYTES,
+        timeout: float = GET_TIMEOUT,
+    ) -> Path:
+        """Download `remote` to `local` (temp name, then rename).
+
+        The host is not trusted: `remote` must be a regular file (not a symlink, FIFO or device)
+        of at most `max_bytes`, read with a byte cap and within `timeout` seconds; otherwise a
+        DeployError and no file (not even a partial one) is left behind.
+        """
+        remote = self.expand(remote)
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
+        try:
+            self._download(remote, tmp, max_bytes, timeout)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, local)
+        return local
+
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
         raise NotImplementedError
+
+    def _refuse(self, remote: str, mode: int, size: int, max_bytes: int) -> None:
+        """DeployError unless (mode, size) of `remote` is a regular file within the cap."""
+        if not stat.S_ISREG(mode):
+            kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+            raise DeployError(f"{self.host.name}: {remote} is {kind}; refusing to pull it")
+        if size > max_bytes:
+            raise DeployError(
+                f"{self.host.name}: {remote} is {size} bytes, more than the {max_bytes} allowed"
+            )
+
+    def _copy_capped(self, src, dst, remote: str, max_bytes: int, deadline: float) -> None:
+        """Copy at most `max_bytes` from src to dst; DeployError past the cap or the deadline."""
+        done = 0
+        while True:
+            block = src.read(min(CHUNK, max_bytes + 1 - done))
+            if not block:
+                return
+            done += len(block)
+            if done > max_bytes:
+                raise DeployError(
+                    f"{self.host.name}: {remote} grew past the {max_bytes} bytes allowed; "
+                    "download stopped and removed"
+                )
+            dst.write(block)
+            if time.monotonic() > deadline:
+                raise DeployError(f"{self.host.name}: download of {remote} timed out")
 
     def close(self) -> None:
         """Release the connection (idempotent)."""
@@ -201,23 +265,34 @@ class HostConnection:
 
 
 class LocalConnection(HostConnection):
-    """The `connection: local` host: bash via subprocess, files via shutil."""
+    """The `connection: local` host: bash via subprocess, files via os."""
 
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
-        try:
-            proc = subprocess.run(
-                ["bash", "-c", command],
-                input=stdin if stdin is not None else "",
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=self.home(),  # like an SSH login: commands start in the home directory
-            )
-        except subprocess.TimeoutExpired:
-            raise DeployError(
-                f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
-            ) from None
-        return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
+        import tempfile
+
+        # Output goes to unnamed temp files, not into memory; only a capped amount is read back.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.run(
+                    ["bash", "-c", command],
+                    input=(stdin or "").encode(),
+                    stdout=out,
+                    stderr=err,
+                    timeout=timeout,
+                    cwd=self.home(),  # like an SSH login: commands start in the home directory
+                )
+            except subprocess.TimeoutExpired:
+                raise DeployError(
+                    f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
+                ) from None
+            texts = []
+            for handle in (out, err):
+                handle.seek(0)
+                data = handle.read(OUTPUT_MAX_BYTES + 1)
+                if len(data) > OUTPUT_MAX_BYTES:
+                    raise _too_much(self.host.name, command)
+                texts.append(data.decode(errors="replace"))
+        return CommandResult(command, proc.returncode, *texts)
 
     def home(self) -> str:
         return str(Path.home())
@@ -237,13 +312,22 @@ class LocalConnection(HostConnection):
     def _rename(self, tmp: str, remote: str) -> None:
         os.replace(tmp, remote)
 
-    def get(self, remote: str, local: Path) -> Path:
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
-        shutil.copyfile(self.expand(remote), tmp)
-        os.replace(tmp, local)
-        return local
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
+        try:  # O_NONBLOCK: a FIFO must not block the open
+            fd = os.open(remote, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DeployError(f"{self.host.name}: {remote}: no such file on the host") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                self._refuse(remote, stat.S_IFLNK, 0, max_bytes)
+            raise DeployError(
+                f"{self.host.name}: {remote}: cannot read ({error.strerror})"
+            ) from None
+        with open(fd, "rb") as src:
+            st = os.fstat(fd)
+            self._refuse(remote, st.st_mode, st.st_size, max_bytes)
+            with open(tmp, "wb") as dst:
+                self._copy_capped(src, dst, remote, max_bytes, time.monotonic() + timeout)
 
 
 _LOST = (EOFError, OSError, socket.error)
@@ -264,31 +348,58 @@ class SSHConnection(HostConnection):
         )
 
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
-        import io
+        """exec on a fresh session channel, reading stdout and stderr with a byte cap each
+        (OUTPUT_MAX_BYTES) and a deadline; stdin gets `stdin` (or nothing) and then EOF."""
+        import select
 
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
+        what = f"`{_short(command)}`"
         try:
-            result = self.fabric.run(
-                command,
-                hide=True,
-                warn=True,
-                pty=False,
-                timeout=timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
-            )
-        except CommandTimedOut:
-            raise DeployError(
-                f"{self.host.name}: command timed out after {timeout:.0f} s: {_short(command)}"
-            ) from None
+            channel = self.fabric.transport.open_session(timeout=CHANNEL_TIMEOUT)
         except (paramiko.SSHException, *_LOST) as error:
-            raise self._lost(f"`{_short(command)}`", error) from None
-        if result.exited is None or result.exited < 0:
+            raise self._lost(what, error) from None
+        deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+            while True:
+                while channel.recv_ready() and len(out) <= OUTPUT_MAX_BYTES:
+                    out += channel.recv(CHUNK)
+                while channel.recv_stderr_ready() and len(err) <= OUTPUT_MAX_BYTES:
+                    err += channel.recv_stderr(CHUNK)
+                if len(out) > OUTPUT_MAX_BYTES or len(err) > OUTPUT_MAX_BYTES:
+                    raise _too_much(self.host.name, command)
+                if channel.exit_status_ready() and not (
+                    channel.recv_ready() or channel.recv_stderr_ready()
+                ):
+                    if channel.closed or channel.eof_received:
+                        break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeployError(
+                        f"{self.host.name}: command timed out after {timeout:.0f} s: "
+                        f"{_short(command)}"
+                    )
+                if channel.eof_received:  # output closed, process still running: wait calmly
+                    time.sleep(min(left, 0.05))
+                else:
+                    select.select([channel], [], [], min(left, 1.0))
+        except (paramiko.SSHException, *_LOST) as error:
+            raise self._lost(what, error) from None
+        finally:
+            channel.close()  # on a timeout or overflow: the remote side sees the session go
+        exited = channel.exit_status
+        if exited is None or exited < 0:
             raise UnreachableError(
-                f"{self.host.name} ({self.host.target}): connection lost during `{_short(command)}`"
+                f"{self.host.name} ({self.host.target}): connection lost during {what}"
             )
-        return CommandResult(command, result.exited, result.stdout, result.stderr)
+        return CommandResult(
+            command, exited, out.decode(errors="replace"), err.decode(errors="replace")
+        )
 
     def sftp(self):
         """The (cached) Paramiko SFTP client of this connection."""
@@ -328,29 +439,51 @@ class SSHConnection(HostConnection):
         except paramiko.SSHException as error:
             raise self._lost(f"rename to {remote}", error) from None
 
-    def get(self, remote: str, local: Path) -> Path:
+    def _download(self, remote: str, tmp: Path, max_bytes: int, timeout: float) -> None:
         import paramiko
 
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + f".part-{uuid.uuid4().hex[:8]}")
+        sftp = self.sftp()
+        channel = sftp.get_channel()
+        channel.settimeout(timeout)  # every reply (lstat, open, read) waits at most this long
+        deadline = time.monotonic() + timeout
         try:
-            self.sftp().get(self.expand(remote), str(tmp))
+            st = sftp.lstat(remote)
+            self._refuse(remote, st.st_mode or 0, st.st_size or 0, max_bytes)
+            with sftp.open(remote, "rb") as src, open(tmp, "wb") as dst:
+                src.prefetch(st.st_size)
+                self._copy_capped(src, dst, remote, max_bytes, deadline)
+            channel.settimeout(None)
         except FileNotFoundError:
+            channel.settimeout(None)
             raise DeployError(f"{self.host.name}: {remote}: no such file on the host") from None
+        except socket.timeout:
+            self._drop_sftp()  # its request/reply stream is out of step now
+            raise DeployError(
+                f"{self.host.name}: download of {remote} timed out after {timeout:.0f} s"
+            ) from None
+        except DeployError:
+            self._drop_sftp()  # a prefetch may still be running
+            raise
         except (paramiko.SSHException, *_LOST) as error:
-            tmp.unlink(missing_ok=True)
+            self._drop_sftp()
+            if (
+                isinstance(error, OSError)
+                and not isinstance(error, ConnectionError)
+                and error.errno
+            ):
+                raise DeployError(f"{self.host.name}: {remote}: cannot read ({error})") from None
             raise self._lost(f"download of {remote}", error) from None
-        os.replace(tmp, local)
-        return local
 
-    def close(self) -> None:
+    def _drop_sftp(self) -> None:
         try:
             if self._sftp is not None:
                 self._sftp.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not raise
+        except Exception:  # noqa: BLE001 - closing a broken session must not raise
             pass
         self._sftp = None
+
+    def close(self) -> None:
+        self._drop_sftp()
         self.fabric.close()
 
 
@@ -380,6 +513,7 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
         config=Config(),
         connect_timeout=connect_timeout,
         connect_kwargs=connect_kwargs,
+        forward_agent=False,  # never lend the user's agent to a host (ForwardAgent in ~/.ssh/config)
     )
     client = conn.client
     for path in known_hosts_files():
@@ -390,6 +524,33 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
                 raise DeployError(f"{path}: cannot read known hosts: {error}") from None
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
+
+
+def key_is_encrypted(path: Path) -> bool:
+    """True when the private key file at `path` needs a passphrase (OpenSSH or PEM format)."""
+    import base64
+    import struct
+
+    try:
+        text = Path(path).expanduser().read_text(errors="replace")[:100_000]
+    except OSError:
+        return False
+    if "BEGIN ENCRYPTED PRIVATE KEY" in text or "Proc-Type: 4,ENCRYPTED" in text:
+        return True
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    if begin not in text or end not in text:
+        return False
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    try:
+        blob = base64.b64decode("".join(body.split()))
+    except ValueError:
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        return False
+    (size,) = struct.unpack(">I", blob[len(magic) : len(magic) + 4])
+    cipher = blob[len(magic) + 4 : len(magic) + 4 + size]
+    return cipher != b"none"
 
 
 def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
@@ -406,6 +567,17 @@ def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
             f"remove the old key with `ssh-keygen -R '{key_name}' -f FILE` for each of "
             f"{', '.join(map(str, known_hosts_files()))}, then run "
             f"`invoke trust-host --host {host.name}`"
+        )
+    if isinstance(error, paramiko.AuthenticationException) and (
+        isinstance(error, paramiko.PasswordRequiredException)
+        or (host.key_file and key_is_encrypted(Path(host.key_file)))
+    ):
+        key = f"key_file {host.key_file}" if host.key_file else "a key in ~/.ssh"
+        return AuthenticationError(
+            f"{where}: {key} is encrypted (it has a passphrase) and no ssh-agent offered it; "
+            "passphrases are never asked for or stored: load the key with "
+            f"`ssh-add {host.key_file or 'KEY'}` into a running ssh-agent (SSH_AUTH_SOCK), "
+            "then retry"
         )
     if isinstance(error, paramiko.AuthenticationException):
         return AuthenticationError(

@@ -12,6 +12,7 @@ one host never stops the others. Exit code: 0 all ok, 2 some failed, 4 some unre
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -88,8 +89,11 @@ def _one(
     handler = None
     log_path = None
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log_path = log_dir / f"{host.name}.log"
+        # Private: a log holds every command and what the host printed (0600, never a symlink).
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
         handler = logging.FileHandler(log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,11 +106,13 @@ def _append_line(path: Path, line: str) -> None:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = None
+    try:  # mkstemp: a fresh unpredictable name (O_EXCL, 0600), never a planted symlink
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(old + line)
         os.replace(tmp, path)
     except OSError as error:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         raise DeployError(f"{path}: cannot write known hosts: {error.strerror}") from None

@@ -9,7 +9,6 @@ build.pid, state (one `<epoch> <event>` line per stage), plan.json, src/, dist/,
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import jinja2
 
 from pi_setup.errors import WheelError
-from retinaface.imageio import sha256_file
+from retinaface.imageio import sha256_file, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "templates"
@@ -32,6 +31,10 @@ DEFAULT_WORK_DIR = "~/retinaface-pi-build"
 DEFAULT_JOBS = 2
 SWAPFILE = "/var/swap.retinaface-pi"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# A plain wheel file name (PEP 427 characters only): never a path, never `..`.
+WHEEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.whl$")
+WHEEL_MAX_BYTES = 2 * 1024**3  # torch for armv7l is ~150 MB; anything near this is not a wheel
+WHEEL_PULL_TIMEOUT = 3600.0  # seconds for one wheel download
 
 # Needed by the recipe itself, whatever it builds.
 BASE_APT = (
@@ -311,6 +314,7 @@ class BuildStatus:
     seconds: Dict[str, int] = field(default_factory=dict)
     wheels: Tuple[str, ...] = ()
     detail: str = ""
+    rejected: Tuple[str, ...] = ()  # names in dist/ that are not plain wheel file names
 
     @property
     def elapsed(self) -> Optional[int]:
@@ -327,10 +331,15 @@ def work_dir(conn, work: str = DEFAULT_WORK_DIR) -> str:
 
 
 def _alive_check(work: str) -> str:
-    """Shell that prints `pid <pid> yes|no` for the recorded build process."""
+    """Shell that prints `pid <pid> yes|no` for the recorded build process.
+
+    build.pid is the builder's file: anything but digits (e.g. a newline and a forged
+    `wheel ../x` line) is dropped here, so it cannot add lines to the status output.
+    """
     pid_file = _q(f"{work}/build.pid")
     return (
-        f"pid=$(cat {pid_file} 2>/dev/null || true); alive=no; "
+        f"pid=$(head -c 32 {pid_file} 2>/dev/null || true); "
+        'case "$pid" in ""|*[!0-9]*) pid="";; esac; alive=no; '
         'if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && '
         "tr '\\0' ' ' < \"/proc/$pid/cmdline\" | grep -q build.sh; then alive=yes; fi; "
         'echo "pid ${pid:-none} $alive"'
@@ -355,6 +364,7 @@ def parse_status(out: str) -> BuildStatus:
     pid: Optional[int] = None
     alive = False
     wheels: List[str] = []
+    rejected: List[str] = []
     events: List[Tuple[int, str]] = []
     for line in out.splitlines():
         kind, _, rest = line.partition(" ")
@@ -365,7 +375,8 @@ def parse_status(out: str) -> BuildStatus:
             pid = int(value) if value.isdigit() else None
             alive = flag.strip() == "yes"
         elif kind == "wheel":
-            wheels.append(rest.strip())
+            name = rest.strip()
+            (wheels if is_wheel_name(name) else rejected).append(name)
         elif kind == "state":
             stamp, _, event = rest.partition(" ")
             if stamp.isdigit():
@@ -380,7 +391,9 @@ def parse_status(out: str) -> BuildStatus:
             seconds[words[1]] = int(words[2].split("=", 1)[1])
     starts = [i for i, (_, e) in enumerate(events) if e.startswith("start")]
     if not starts:
-        return BuildStatus("not-started", "", None, now, pid, wheels=tuple(wheels))
+        return BuildStatus(
+            "not-started", "", None, now, pid, wheels=tuple(wheels), rejected=tuple(rejected)
+        )
     run = events[starts[-1] :]
     started = run[0][0]
     stage = "start"
@@ -414,8 +427,36 @@ def parse_status(out: str) -> BuildStatus:
         seconds=seconds,
         wheels=tuple(wheels),
         detail=final,
+        rejected=tuple(rejected),
     )
     return status
+
+
+def is_wheel_name(name: str) -> bool:
+    """True for a plain wheel file name: no directory part, no `..`, only wheel characters."""
+    return bool(WHEEL_NAME.match(name)) and ".." not in name
+
+
+def _plan_prefixes(plan: Dict[str, Any], host: str) -> Dict[str, Dict[str, Any]]:
+    """{wheel prefix: package record} from the builder's plan.json, each prefix checked."""
+    packages = plan.get("packages") if isinstance(plan, dict) else None
+    if not isinstance(packages, list) or not packages:
+        raise WheelError(f"{host}: plan.json lists no packages; cannot tell which wheels are ours")
+    found = {}
+    for package in packages:
+        prefix = package.get("wheel_prefix") if isinstance(package, dict) else None
+        if not (isinstance(prefix, str) and _SAFE.match(prefix) and ".." not in prefix):
+            raise WheelError(f"{host}: plan.json has a bad wheel_prefix {prefix!r}")
+        found[prefix] = package
+    return found
+
+
+def _local_wheel_path(dest: Path, name: str, host: str) -> Path:
+    """dest/name, refused unless it stays a file directly inside dest (no symlink out)."""
+    local = dest / name
+    if local.resolve().parent != dest or local.is_symlink():
+        raise WheelError(f"{host}: wheel {name!r} would be written outside {dest}; refused")
+    return local
 
 
 def _git_bundle(source: Path, out: Path) -> None:
@@ -465,7 +506,7 @@ def start_build(
                 bundle = Path(tmp) / f"{package.name}.bundle"
                 _git_bundle(Path(source), bundle)
                 remote = f"{work}/sources/{package.name}.bundle"
-                conn.put(bundle, remote)
+                conn.put(bundle, remote, sha256=sha256_file(bundle))
                 package = replace(
                     package, repo=remote, origin=f"workstation:{Path(source).resolve()}"
                 )
@@ -474,10 +515,10 @@ def start_build(
         script = render_script(plan)
         script_path = Path(tmp) / "build.sh"
         script_path.write_text(script)
-        conn.put(script_path, f"{work}/build.sh")
+        conn.put(script_path, f"{work}/build.sh", sha256=sha256_file(script_path))
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan_record(plan), indent=2))
-        conn.put(plan_path, f"{work}/plan.json")
+        conn.put(plan_path, f"{work}/plan.json", sha256=sha256_file(plan_path))
     launched = conn.run(
         f"cd {_q(work)} && {{ printf '\\n===== run %s =====\\n' \"$(date '+%F %T')\" >> build.log; "
         f"setsid nohup bash {_q(work + '/build.sh')} >> build.log 2>&1 < /dev/null & "
@@ -567,44 +608,71 @@ def pull_wheels(
     """Copy finished wheels from the builder into `dest` (verified by sha256) and record them
     in `dest/manifest.json`: sha256, size, source commit, builder facts, duration, log path."""
     work = work_dir(conn, work)
+    host = conn.host.name
     status = read_status(conn, work)
+    if status.rejected:
+        raise WheelError(
+            f"{host}: {work}/dist holds {status.rejected[0]!r}, not a plain wheel file name; "
+            "refusing to pull"
+        )
     if not status.wheels:
         raise WheelError(
-            f"{conn.host.name}: no finished wheel in {work}/dist (build {status.state}"
+            f"{host}: no finished wheel in {work}/dist (build {status.state}"
             + (f" at {status.stage}" if status.stage else "")
             + ")"
         )
-    plan_text = conn.run(f"cat {_q(work + '/plan.json')}", timeout=30, check=False).stdout
+    plan_text = conn.run(
+        f"head -c 1000000 {_q(work + '/plan.json')}", timeout=30, check=False
+    ).stdout
     try:
-        plan = json.loads(plan_text) if plan_text.strip() else {"packages": []}
+        plan = json.loads(plan_text) if plan_text.strip() else {}
     except json.JSONDecodeError:
-        plan = {"packages": []}
+        plan = {}
+    prefixes = _plan_prefixes(plan, host)
+    owner = {}
+    for name in status.wheels:
+        match = [p for p in prefixes if name.startswith(p + "-")]
+        if not match:
+            raise WheelError(
+                f"{host}: {work}/dist/{name} is not a wheel of the plan "
+                f"({', '.join(sorted(prefixes))}); refusing to pull"
+            )
+        owner[name] = prefixes[match[0]]
     sums = conn.run(
         f"cd {_q(work + '/dist')} && sha256sum -- *.whl", timeout=600
     ).stdout.splitlines()
-    remote_sha = {line.split()[1].lstrip("*"): line.split()[0] for line in sums if line.strip()}
+    remote_sha = {}
+    for line in sums:
+        digest, _, name = line.partition("  ")
+        if re.match(r"^[0-9a-f]{64}$", digest):
+            remote_sha[name.lstrip("*")] = digest
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
     pulled = []
     entries = {}
     for name in status.wheels:
-        local = dest / name
+        local = _local_wheel_path(dest, name, host)
         expected = remote_sha.get(name)
+        if expected is None:
+            raise WheelError(f"{host}: no sha256 from the builder for {work}/dist/{name}")
         copied = False
         if not (local.exists() and sha256_file(local) == expected):
-            conn.get(f"{work}/dist/{name}", local)
+            conn.get(
+                f"{work}/dist/{name}",
+                local,
+                max_bytes=WHEEL_MAX_BYTES,
+                timeout=WHEEL_PULL_TIMEOUT,
+            )
             copied = True
         digest = sha256_file(local)
-        if expected and digest != expected:
+        if digest != expected:
             local.unlink()
             raise WheelError(
-                f"{conn.host.name}: {name}: sha256 after download is {digest}, builder says {expected}"
+                f"{host}: {name}: sha256 after download is {digest}, builder says {expected}"
             )
-        package = next(
-            (p for p in plan.get("packages", []) if name.startswith(p["wheel_prefix"] + "-")),
-            {},
-        )
-        pname = package.get("name", name.split("-")[0])
+        package = owner[name]
+        pname = str(package.get("name", name.split("-")[0]))
         entries[name] = {
             "file": name,
             "sha256": digest,
@@ -638,9 +706,8 @@ def update_manifest(path: Path, entries: Dict[str, Dict[str, Any]]) -> None:
         except json.JSONDecodeError as error:
             raise WheelError(f"{path}: not valid JSON ({error}); move it away") from None
     data.setdefault("wheels", {}).update(entries)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    # a fresh temp name (mkstemp) beside it: a planted `manifest.json.tmp` symlink is not followed
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def parse_sources(text: Optional[str], names: Sequence[str]) -> Dict[str, str]:

@@ -9,6 +9,7 @@ UTS namespace, so its /proc, /sys and /dev mounts vanish with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -17,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -159,6 +161,74 @@ def tarball_path(release: Release) -> Path:
     """The cached root filesystem of RELEASE for the current cache key."""
     suffix = _compressor()[0]
     return emu_cache_dir() / f"{release.name}-{cache_key(release)}{suffix}"
+
+
+def secure_state_root(create: bool = True) -> Path:
+    """The state root, checked: every component a real directory (no symlink) owned by root or
+    us and not writable by others (a sticky one such as /var/tmp excepted); the root itself made
+    0700 when ours. Missing components are made 0700 when `create`. Another local user must not be able
+    to redirect, pre-create or fill the place where root chroots, chowns and kills."""
+    root = Path(os.path.abspath(state_root()))
+    me = os.geteuid()
+    current = Path("/")
+    for part in root.parts[1:]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            if not create:
+                return root
+            os.mkdir(current, 0o700)
+            st = os.lstat(current)
+        _check_component(current, st, me)
+    if st.st_uid == me and stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(root, 0o700)  # ours and reached only through checked directories
+    return root
+
+
+def _check_component(path: Path, st: os.stat_result, me: int) -> None:
+    where = f"{path} (on the way to the emulator's state, RETINAFACE_PI_EMU_ROOT)"
+    if stat.S_ISLNK(st.st_mode):
+        raise EmulatorError(f"{where}: is a symlink; refusing to follow it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise EmulatorError(f"{where}: is not a directory")
+    if st.st_uid not in (0, me):
+        raise EmulatorError(f"{where}: belongs to uid {st.st_uid}, another user; refusing")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise EmulatorError(f"{where}: other users may write in it (mode {st.st_mode & 0o7777:o})")
+
+
+def _release_dir(release: Release) -> Path:
+    """The checked state root's folder for RELEASE (made 0700 when missing)."""
+    root = secure_state_root(create=True)
+    base = root / release.name
+    try:
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    _check_component(base, os.lstat(base), os.geteuid())
+    return base
+
+
+def checked_rootfs(release: Release) -> Optional[os.stat_result]:
+    """lstat of the release's rootfs if it is one we may chroot into, None if there is none.
+
+    Refused (EmulatorError): a symlink, anything but a directory, a directory not owned by us,
+    or one that resolves outside the state root.
+    """
+    root = secure_state_root(create=False)
+    rootfs = _dirs(release)["rootfs"]
+    try:
+        st = os.lstat(rootfs)
+    except (FileNotFoundError, PermissionError):  # a non-root user cannot look into the state
+        return None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise EmulatorError(f"{rootfs}: the emulator's root filesystem is not a real directory")
+    if st.st_uid not in (0, os.geteuid()):
+        raise EmulatorError(f"{rootfs}: belongs to uid {st.st_uid}, not to us; refusing")
+    if rootfs.resolve().parent != (root / release.name).resolve():
+        raise EmulatorError(f"{rootfs}: resolves outside {root}; refusing")
+    return st
 
 
 def _dirs(release: Release) -> dict:
@@ -401,9 +471,14 @@ def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
 @contextlib.contextmanager
 def _locked(release: Release) -> Iterator[None]:
     """Serialize build/start/stop of one release between processes."""
-    lock = _dirs(release)["lock"]
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
+    lock = _release_dir(release) / ".lock"
+    try:  # never through a symlink, never truncating what is there
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise EmulatorError(f"{lock}: cannot open the lock file ({error.strerror})") from None
+    with os.fdopen(fd, "w") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise EmulatorError(f"{lock}: the lock is not a regular file")
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -578,11 +653,23 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
 # ---------------------------------------------------------------- processes
 
 
-def _same_root(pid: int, rootfs: Path) -> bool:
+def _same_root(pid: int, rootfs: Path, st: os.stat_result) -> bool:
+    """True when PID's root directory is our rootfs: same path and the same inode."""
     try:
-        return os.readlink(f"/proc/{pid}/root") == str(rootfs.resolve())
+        if os.readlink(f"/proc/{pid}/root") != str(rootfs):
+            return False
+        root = os.stat(f"/proc/{pid}/root")
     except OSError:
         return False
+    return (root.st_dev, root.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _our_rootfs(release: Release) -> Optional[tuple]:
+    """(resolved rootfs path, its stat) when the rootfs passes `checked_rootfs`, else None."""
+    st = checked_rootfs(release)
+    if st is None:
+        return None
+    return _dirs(release)["rootfs"].resolve(), st
 
 
 def _running_pid(release: Release) -> Optional[int]:
@@ -592,7 +679,8 @@ def _running_pid(release: Release) -> Optional[int]:
         pid = int(dirs["pid"].read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _same_root(pid, dirs["rootfs"]) else None
+    ours = _our_rootfs(release)
+    return pid if ours is not None and _same_root(pid, *ours) else None
 
 
 def _is_gone(pid: int) -> bool:
@@ -611,13 +699,26 @@ def _reap(pid: int) -> None:
 
 
 def emulator_pids(release: Release) -> List[int]:
-    """Every live process of the release's emulator: chrooted in its root or in sshd's namespace."""
-    rootfs = str(_dirs(release)["rootfs"].resolve())
+    """Every live process of the release's emulator: chrooted in its root or in sshd's namespace.
+
+    Only a rootfs that passes `checked_rootfs` counts, and never the machine's own mount
+    namespace (a pid file naming a host process must not make us kill the host's processes).
+    """
+    ours = _our_rootfs(release)
+    if ours is None:
+        return []
+    rootfs, rootfs_stat = ours
     sshd = _running_pid(release)
     ns = None
     if sshd is not None:
         with contextlib.suppress(OSError):
             ns = os.readlink(f"/proc/{sshd}/ns/mnt")
+    host_ns = set()
+    for pid in ("self", "1"):
+        with contextlib.suppress(OSError):
+            host_ns.add(os.readlink(f"/proc/{pid}/ns/mnt"))
+    if ns in host_ns:
+        ns = None
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -628,7 +729,8 @@ def emulator_pids(release: Release) -> List[int]:
             pid_ns = os.readlink(f"/proc/{pid}/ns/mnt")
         except OSError:
             continue
-        if (root == rootfs or (ns is not None and pid_ns == ns)) and not _is_gone(pid):
+        in_root = root == str(rootfs) and _same_root(pid, rootfs, rootfs_stat)
+        if (in_root or (ns is not None and pid_ns == ns)) and not _is_gone(pid):
             found.append(pid)
     return sorted(found)
 
@@ -684,34 +786,137 @@ def _ensure_login_key() -> Path:
     return key
 
 
+# Inside the rootfs every path is walked one directory at a time with O_NOFOLLOW: the emulated
+# Pi's own root (or `pi`, who has sudo) controls that tree, and an absolute symlink there
+# (home/pi/.ssh -> /etc) would otherwise make the host's root write or chown host files.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_in_rootfs(rootfs: Path, rel: str, create: bool = False) -> int:
+    """A directory fd for ROOTFS/REL, reached without following any symlink (made 0755 if
+    missing and `create`); EmulatorError when a component is a symlink or not a directory."""
+    fd = os.open(rootfs, _DIR_FLAGS)
+    try:
+        for part in [p for p in rel.split("/") if p]:
+            if part == "..":
+                raise EmulatorError(f"{rootfs}/{rel}: `..` in a path inside the rootfs")
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as error:
+                raise EmulatorError(
+                    f"{rootfs}/{rel}: {part!r} is a symlink or not a directory "
+                    f"({error.strerror}); refusing to touch it"
+                ) from None
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_in(dir_fd: int, name: str, limit: int = 1 << 20) -> str:
+    """Text of the regular file NAME in DIR_FD (not through a symlink), at most LIMIT bytes."""
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise EmulatorError(f"{name}: not a regular file in the rootfs (a symlink)") from None
+        raise EmulatorError(f"{name}: cannot read it in the rootfs ({error.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise EmulatorError(f"{name}: not a regular file in the rootfs")
+        return handle.read(limit).decode(errors="replace")
+
+
+def _write_in(
+    dir_fd: int, name: str, data: bytes, mode: int = 0o644, owner: Optional[tuple] = None
+) -> None:
+    """Atomically replace NAME in DIR_FD (temp name + rename, both relative to the fd)."""
+    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), *owner)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
 def _passwd_ids(rootfs: Path, user: str) -> tuple:
-    for line in (rootfs / "etc/passwd").read_text().splitlines():
+    etc = _open_in_rootfs(rootfs, "etc")
+    try:
+        text = _read_in(etc, "passwd")
+    finally:
+        os.close(etc)
+    for line in text.splitlines():
         fields = line.split(":")
-        if fields[0] == user:
+        if fields[0] == user and len(fields) > 3 and fields[2].isdigit() and fields[3].isdigit():
             return int(fields[2]), int(fields[3])
     raise EmulatorError(f"user {user!r} is missing from {rootfs / 'etc/passwd'}")
 
 
+def _exists_in(dir_fd: int, name: str) -> bool:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise EmulatorError(f"{name}: not a regular file in the rootfs")
+    return True
+
+
 def _prepare(release: Release) -> None:
     """Host key (kept per extraction), the login key authorized for pi, sshd's run dir."""
+    if checked_rootfs(release) is None:
+        raise EmulatorError(f"the {release.name} root filesystem is missing")
     rootfs = _dirs(release)["rootfs"]
-    host_key = rootfs / "etc/ssh/ssh_host_ed25519_key"
-    if not host_key.exists():
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{release.host}", "-f", str(host_key)],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-    (rootfs / "run/sshd").mkdir(parents=True, exist_ok=True)
+    ssh_etc = _open_in_rootfs(rootfs, "etc/ssh")
+    try:
+        key = "ssh_host_ed25519_key"
+        if not _exists_in(ssh_etc, key):
+            with tempfile.TemporaryDirectory(prefix="emu-hostkey-") as tmp:
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{release.host}", "-f", f"{tmp}/k"],
+                    check=True, capture_output=True, timeout=60,
+                )  # fmt: skip
+                _write_in(ssh_etc, key + ".pub", Path(f"{tmp}/k.pub").read_bytes(), 0o644)
+                _write_in(ssh_etc, key, Path(f"{tmp}/k").read_bytes(), 0o600)
+    finally:
+        os.close(ssh_etc)
+    os.close(_open_in_rootfs(rootfs, "run/sshd", create=True))
     with contextlib.suppress(OSError):  # today's resolver, for apt or pip inside
-        _atomic_write(rootfs / "etc/resolv.conf", Path("/etc/resolv.conf").read_text())
+        etc = _open_in_rootfs(rootfs, "etc")
+        try:
+            _write_in(etc, "resolv.conf", Path("/etc/resolv.conf").read_bytes())
+        finally:
+            os.close(etc)
     uid, gid = _passwd_ids(rootfs, USER)
-    ssh_dir = rootfs / "home" / USER / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chown(ssh_dir, uid, gid)
-    pub = Path(f"{_ensure_login_key()}.pub").read_text()
-    auth = ssh_dir / "authorized_keys"
-    _atomic_write(auth, pub, 0o600)
-    os.chown(auth, uid, gid)
+    home = _open_in_rootfs(rootfs, f"home/{USER}")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(".ssh", 0o700, dir_fd=home)
+        ssh_dir = _open_in_rootfs(rootfs, f"home/{USER}/.ssh")
+        try:
+            os.fchown(ssh_dir, uid, gid)
+            os.fchmod(ssh_dir, 0o700)
+            pub = Path(f"{_ensure_login_key()}.pub").read_bytes()
+            _write_in(ssh_dir, "authorized_keys", pub, 0o600, owner=(uid, gid))
+        finally:
+            os.close(ssh_dir)
+    finally:
+        os.close(home)
 
 
 def _port_open(port: int, timeout: float = 1.0) -> Optional[bytes]:
@@ -730,7 +935,8 @@ def _port_open(port: int, timeout: float = 1.0) -> Optional[bytes]:
 def start(release: Release) -> int:
     """Start sshd for RELEASE in a private namespace; wait until it greets; return its pid."""
     dirs = _dirs(release)
-    if not _rootfs_ready(release):
+    _release_dir(release)
+    if checked_rootfs(release) is None or not _rootfs_ready(release):
         raise EmulatorError(f"the {release.name} root filesystem at {dirs['rootfs']} is not ready")
     if _port_open(release.port) is not None:
         raise EmulatorError(
@@ -768,7 +974,8 @@ def start(release: Release) -> int:
                 f"(log {dirs['log']}):\n{_tail(dirs['log'])}"
             )
         banner = _port_open(release.port)
-        if banner and banner.startswith(b"SSH-") and _same_root(proc.pid, dirs["rootfs"]):
+        ours = _our_rootfs(release)
+        if banner and banner.startswith(b"SSH-") and ours and _same_root(proc.pid, *ours):
             return proc.pid
         if time.monotonic() > deadline:
             stop(release)
@@ -781,8 +988,14 @@ def start(release: Release) -> int:
 
 def record_host_key(release: Release) -> Path:
     """Write the emulator's host key into the project known_hosts (replacing old lines)."""
-    pub = _dirs(release)["rootfs"] / "etc/ssh/ssh_host_ed25519_key.pub"
-    kind, blob = pub.read_text().split()[:2]
+    ssh_etc = _open_in_rootfs(_dirs(release)["rootfs"], "etc/ssh")
+    try:  # the rootfs's own file, not whatever a symlink there points at
+        words = _read_in(ssh_etc, "ssh_host_ed25519_key.pub", 16384).split()
+    finally:
+        os.close(ssh_etc)
+    if len(words) < 2 or not re.match(r"^[A-Za-z0-9+/=]+$", words[1]):
+        raise EmulatorError(f"the {release.name} emulator's host key is not an OpenSSH key")
+    kind, blob = words[:2]
     marker = f"[{ADDRESS}]:{release.port} "
     path = project_known_hosts()
     try:

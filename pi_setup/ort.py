@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,12 +24,17 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 import yaml
 
 from pi_setup.errors import WheelError
+from retinaface.imageio import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"
 WHEELS_DIR = REPO_ROOT / "wheels"
 DEFAULT_VERSION = "1.9.1"
 CHUNK = 64 * 1024
+# A mirror is not trusted: when the lock does not know a wheel's size, this caps the download
+# (the real armv7l wheels are 4-10 MB), and no download may take longer than FETCH_DEADLINE.
+MAX_WHEEL_BYTES = 256 * 1024**2
+FETCH_DEADLINE = 1800.0
 
 # dpkg architecture (what `deploy.facts` reports) -> wheel platform suffix.
 DPKG_TO_WHEEL_ARCH = {"armhf": "armv7l", "arm64": "aarch64", "amd64": "x86_64", "i386": "i686"}
@@ -277,6 +283,7 @@ def fetch(
     mirror: Optional[str] = None,
     progress: Optional[ProgressFactory] = None,
     timeout: float = 30.0,
+    max_bytes: Optional[int] = None,
 ) -> FetchResult:
     """Download (or reuse) one wheel into dest_dir, verified against the lock.
 
@@ -296,7 +303,7 @@ def fetch(
         url = _copy_from_directory(Path(mirror), wheel, part)
     else:
         url = wheel.url(lock.url, mirror)
-        _download(url, part, wheel, progress, timeout)
+        _download(url, part, wheel, progress, timeout, max_bytes)
     problem = check_digests(part, wheel)
     if problem:
         part.unlink()
@@ -321,13 +328,26 @@ def _copy_from_directory(directory: Path, wheel: OrtWheel, part: Path) -> str:
 
 
 def _download(
-    url: str, part: Path, wheel: OrtWheel, progress: Optional[ProgressFactory], timeout: float
+    url: str,
+    part: Path,
+    wheel: OrtWheel,
+    progress: Optional[ProgressFactory],
+    timeout: float,
+    max_bytes: Optional[int] = None,
 ) -> None:
-    """Fetch url into part, resuming from its current size; WheelError on any failure."""
+    """Fetch url into part, resuming from its current size; WheelError on any failure.
+
+    `timeout` bounds each network wait, FETCH_DEADLINE the whole download; at most the lock's
+    size (or `max_bytes` when it has none) is accepted, else the partial file is dropped.
+    """
+    cap = wheel.size if wheel.size is not None else (max_bytes or MAX_WHEEL_BYTES)
     offset = part.stat().st_size if part.exists() else 0
     if wheel.size is not None and offset >= wheel.size:
         if offset == wheel.size:
             return  # complete already: verification decides
+        part.unlink()
+        offset = 0
+    elif offset > cap:  # left by an older, uncapped run
         part.unlink()
         offset = 0
     headers = {"User-Agent": "retinaface-pi fetch-ort"}
@@ -354,25 +374,42 @@ def _download(
             offset = 0  # the server ignored the Range header: start over
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else wheel.size
+        if total is not None and total > cap:
+            part.unlink(missing_ok=True)
+            raise WheelError(
+                f"{wheel.file} from {host}: the server announces {total} bytes, "
+                f"more than the {cap} allowed; nothing kept"
+            )
         received = offset
+        deadline = time.monotonic() + FETCH_DEADLINE
         bar = progress(wheel.file, total, offset) if progress else None
         try:
             with open(part, "ab" if offset else "wb") as handle:
                 while True:
                     try:
-                        chunk = response.read(CHUNK)
+                        chunk = response.read(min(CHUNK, cap + 1 - received))
                     except (http.client.IncompleteRead, OSError, socket.timeout):
                         chunk = b""
                         break
                     if not chunk:
                         break
-                    handle.write(chunk)
                     received += len(chunk)
+                    if received > cap:
+                        break
+                    handle.write(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
+                    if time.monotonic() > deadline:
+                        break
         finally:
             if bar is not None:
                 bar.close()
+    if received > cap:
+        part.unlink(missing_ok=True)
+        raise WheelError(
+            f"{wheel.file} from {host}: more than the {cap} bytes allowed; "
+            "download stopped and removed"
+        )
     if total is not None and received < total:
         raise WheelError(
             f"download of {wheel.file} from {host} interrupted after {received} of {total} bytes; "
@@ -403,9 +440,7 @@ def record_sha256(lock_path: Path, wheel: OrtWheel, sha256: str, size: int) -> b
             lines[index] = f"{indent}size: {size}\n"
             changed = True
     if changed:
-        tmp = Path(lock_path).with_name(Path(lock_path).name + ".tmp")
-        tmp.write_text("".join(lines))
-        os.replace(tmp, lock_path)
+        write_atomic(lock_path, "".join(lines).encode())  # mkstemp name, not a fixed .tmp
     return changed
 
 

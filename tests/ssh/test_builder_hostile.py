@@ -1,0 +1,86 @@
+"""A hostile builder (a real sshd on 127.0.0.1 whose work dir it crafted) cannot choose where
+`build-status --pull` writes on the workstation, nor make it pull files that are not the plan's
+wheels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pi_setup import build_wheels as bw
+from pi_setup.errors import WheelError
+
+pytestmark = pytest.mark.ssh
+
+WHEEL = "pi_probe-0.1.0-cp39-cp39-linux_armv7l.whl"
+
+
+def _builder(lab, tmp_path, pid_text: str):
+    """A builder host whose work dir claims a finished build, with a forged build.pid."""
+    lab.add("builder")
+    lab.trust("builder")
+    work = tmp_path / "builder-work"
+    (work / "dist").mkdir(parents=True)
+    (work / "dist" / WHEEL).write_bytes(b"PK not really a wheel")
+    (work / "state").write_text("100 start jobs=2\n101 stage pi-probe:build\n102 finished\n")
+    plan = bw.make_plan(["pi-probe"], sources={"pi-probe": "/src/pi_probe"}, apt=False)
+    (work / "plan.json").write_text(json.dumps(bw.plan_record(plan)))
+    (work / "build.pid").write_text(pid_text)
+    checkout = tmp_path / "checkout"
+    (checkout / "wheels").mkdir(parents=True)
+    (checkout / "tasks.py").write_text("ORIGINAL\n")
+    return work, checkout
+
+
+def _pull(lab, work, checkout):
+    return bw.status_on(
+        "builder", inventory=str(lab.inventory), work=str(work), pull=True, dest=checkout / "wheels"
+    )
+
+
+def test_forged_build_pid_cannot_overwrite_the_checkout(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "123 no\nwheel ../tasks.py\nx")
+    (work / "tasks.py").write_text("import os  # the builder's code\n")
+    status, pulled = _pull(lab, work, checkout)
+    assert (checkout / "tasks.py").read_text() == "ORIGINAL\n"
+    assert status.pid is None and status.wheels == (WHEEL,)
+    assert [p.path for p in pulled] == [(checkout / "wheels" / WHEEL).resolve()]
+    assert sorted(p.name for p in (checkout / "wheels").iterdir()) == sorted(
+        [WHEEL, "manifest.json"]
+    )
+
+
+def test_forged_absolute_wheel_name_cannot_write_anywhere(lab, tmp_path):
+    victim = tmp_path / "victim" / "owned.txt"
+    work, checkout = _builder(lab, tmp_path, f"1 no\nwheel {victim}\nx")
+    planted = work / "dist" / str(victim).lstrip("/")
+    planted.parent.mkdir(parents=True)
+    planted.write_text("owned\n")
+    status, _ = _pull(lab, work, checkout)
+    assert not victim.exists() and status.pid is None
+
+
+def test_a_file_that_is_not_a_wheel_of_the_plan_is_refused(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "4242\n")
+    (work / "dist" / "tasks-1.0-py3-none-any.whl").write_text("x")
+    with pytest.raises(WheelError, match="tasks-1.0-py3-none-any.whl is not a wheel of the plan"):
+        _pull(lab, work, checkout)
+    assert sorted(p.name for p in (checkout / "wheels").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../tasks.py", "/etc/x.whl", "../../x.whl", "a/b.whl", "..whl", "x.whl\x1b[2J"]
+)
+def test_status_lines_with_path_like_wheel_names_are_rejected(name):
+    status = bw.parse_status(f"now 5\npid 7 no\nwheel {name}\nstate 1 start\nstate 2 finished")
+    assert status.wheels == () and status.rejected == (name.strip(),)
+
+
+def test_plan_with_a_path_as_wheel_prefix_is_refused(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "4242\n")
+    plan = json.loads((work / "plan.json").read_text())
+    plan["packages"][0]["wheel_prefix"] = "../pi_probe-0.1.0"
+    (work / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(WheelError, match="bad wheel_prefix"):
+        _pull(lab, work, checkout)

@@ -1,0 +1,62 @@
+"""A host that prints without end (a real sshd on 127.0.0.1): captured output is capped per
+stream, the command is stopped, and the connection stays usable. The deploy's own state probe
+meets a planted 64 MB SHA256SUMS the same way."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deploy import connection
+from deploy.connection import open_host
+from deploy.errors import DeployError
+from deploy.inventory import load_inventory
+from deploy.sync import read_state
+
+pytestmark = pytest.mark.ssh
+
+
+def _host(lab):
+    lab.add("pi-loud")
+    lab.trust("pi-loud")
+    return load_inventory(lab.inventory).hosts["pi-loud"]
+
+
+def test_endless_stdout_and_stderr_are_cut_off(lab, tmp_path):
+    cap = connection.OUTPUT_MAX_BYTES
+    zero = tmp_path / "endless"  # a name of our own, to look for leftover processes
+    zero.symlink_to("/dev/zero")
+    with open_host(_host(lab)) as conn:
+        with pytest.raises(DeployError, match=f"printed more than {cap} bytes; stopped: cat"):
+            conn.run(f"cat {zero}", timeout=600)
+        with pytest.raises(DeployError, match="printed more than"):
+            conn.run(f"yes {zero} >&2", timeout=600)
+        # exactly the cap is fine, and the connection still answers
+        assert len(conn.run(f"head -c {cap} /dev/zero").stdout) == cap
+        assert conn.run("echo still here").stdout == "still here\n"
+        time.sleep(0.5)  # the stopped commands got SIGPIPE and are gone
+        left = conn.run(f"pgrep -f '^(cat|yes) {zero}'", check=False).stdout
+        assert left == ""
+
+
+def test_deploy_state_probe_with_a_planted_huge_file(lab, tmp_path):
+    deploy_dir = tmp_path / "deploy"
+    release = deploy_dir / "releases" / "20200101T000000Z-aaaaaaaa"
+    release.mkdir(parents=True)
+    line = b"0" * 64 + b"  models/fp32.onnx\n"
+    with open(release / "SHA256SUMS", "wb") as handle:
+        handle.write(line * (64 * 1024**2 // len(line)))
+    with open_host(_host(lab)) as conn:
+        with pytest.raises(DeployError, match="printed more than"):
+            read_state(conn, str(deploy_dir), "r1")
+        assert conn.run("echo ok").stdout == "ok\n"
+
+
+def test_local_host_output_is_capped_too(tmp_path):
+    from deploy.inventory import LOCAL_HOST
+
+    with open_host(LOCAL_HOST) as conn:
+        with pytest.raises(DeployError, match="printed more than"):
+            conn.run(f"head -c {connection.OUTPUT_MAX_BYTES + 1} /dev/zero")
+        assert conn.run("echo ok").stdout == "ok\n"
