@@ -216,8 +216,15 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
 
 # --- deploy tasks (deploy/) ---
 
-HOST_HELP = "a host or group of the inventory, or a comma list of them (default: local)"
-INVENTORY_HELP = "the inventory file (default: inventory.yaml in the repository)"
+HOST_HELP = (
+    "hosts or groups, comma separated, Ansible-style: all, web*, !excluded, &both "
+    "(default: local, this machine)"
+)
+INVENTORY_HELP = (
+    "an Ansible inventory: YAML, INI or `ansible-inventory --list` JSON, with group_vars/ and "
+    "host_vars/ beside it (default: inventory.yaml in the repository)"
+)
+FORKS_HELP = "how many hosts to work on at once (default 10, as Ansible)"
 
 
 def _tqdm_progress():
@@ -271,13 +278,32 @@ def trust_host(c, host=None, yes=False, inventory=None):
         print(f"{result.host}: {result.status}{where}")
 
 
-@task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP})
+@task(
+    help={
+        "host": "a host pattern as for deploy (default: all; `local` is this machine)",
+        "inventory": INVENTORY_HELP,
+    }
+)
 @user_errors
-def facts(c, host=None, inventory=None):
+def hosts(c, host=None, inventory=None):
+    """List the hosts an inventory resolves to, without connecting: name, address, port, user,
+    connection, groups (`-`: ssh's default, from ~/.ssh/config or 22)."""
+    from deploy.commands import host_rows, list_hosts
+
+    rows = [("name", "address", "port", "user", "connection", "groups")]
+    rows += host_rows(list_hosts(host, inventory))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP, "forks": FORKS_HELP})
+@user_errors
+def facts(c, host=None, inventory=None, forks=10):
     """Probe hosts: arch, OS, Python and wheel tag, RAM, free disk, Pi model, temperature."""
     from deploy.commands import facts as gather
 
-    result = gather(host, inventory)
+    result = gather(host, inventory, forks=forks)
     for report in result.reports:
         if report.result is not None:
             print(f"== {report.host}")
@@ -293,10 +319,11 @@ def facts(c, host=None, inventory=None):
         "host": HOST_HELP,
         "check": "show what would change on each host and change nothing",
         "inventory": INVENTORY_HELP,
+        "forks": FORKS_HELP,
     }
 )
 @user_errors
-def deploy(c, host=None, check=False, inventory=None):
+def deploy(c, host=None, check=False, inventory=None, forks=10):
     """Deploy models, the runner and matching wheels to hosts (releases + atomic `current`)."""
     from deploy.commands import deploy as run_deploy
 
@@ -306,6 +333,7 @@ def deploy(c, host=None, check=False, inventory=None):
         check=check,
         progress_for=None if check else _tqdm_progress(),
         note=_print_progress,
+        forks=forks,
     )
     print(result.recap())
     if result.reports and result.reports[0].log:
@@ -660,6 +688,7 @@ BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
         "cooldown_below": "before each variant wait until the SoC is below this many °C",
         "cooldown_max": "wait at most this many seconds for the cool-down (default 120)",
         "timeout": "stop a host's benchmark after this many seconds (default 3600)",
+        "forks": FORKS_HELP,
     }
 )
 @user_errors
@@ -677,6 +706,7 @@ def remote_bench(
     cooldown_below=None,
     cooldown_max="120",
     timeout="3600",
+    forks=10,
 ):
     """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables."""
     from pathlib import Path
@@ -707,6 +737,7 @@ def remote_bench(
         out_root=Path(out),
         progress_for=_bench_progress(),
         note=_print_progress,
+        forks=forks,
     )
     print()
     print(result.fleet.recap())

@@ -8,9 +8,9 @@ from typing import Callable, Optional
 
 from deploy.deploy import HostProgress, deploy_host
 from deploy.facts import gather_facts
-from deploy.fleet import FleetResult, run_on
+from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
 from deploy.hostkeys import REPO_ROOT
-from deploy.inventory import load_inventory
+from deploy.inventory import Host, load_inventory
 from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
 from deploy.trust import TrustResult, trust_host
 
@@ -22,10 +22,33 @@ def log_dir_for(command: str) -> Path:
     return LOGS_DIR / f"{command}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
 
-def facts(host: Optional[str], inventory: Optional[str] = None) -> FleetResult:
+def list_hosts(host: Optional[str], inventory: Optional[str] = None) -> list[Host]:
+    """The hosts a pattern selects (default: all), resolved, without connecting."""
+    return load_inventory(inventory).select(host or "all")
+
+
+def host_rows(hosts: list[Host]) -> list[tuple[str, ...]]:
+    """(name, address, port, user, connection, groups) per host; `-` where ssh's default applies."""
+    return [
+        (
+            host.name,
+            "-" if host.is_local else host.address or "-",
+            "-" if host.is_local or host.port is None else str(host.port),
+            host.user or "-",
+            host.connection,
+            ",".join(host.groups) or "-",
+        )
+        for host in hosts
+    ]
+
+
+def facts(
+    host: Optional[str], inventory: Optional[str] = None, forks: int = DEFAULT_FORKS
+) -> FleetResult:
     """Probe every selected host; each report's `.result` is a Facts."""
+    forks = check_forks(forks)
     hosts = load_inventory(inventory).select(host)
-    return run_on(hosts, gather_facts, log_dir=log_dir_for("facts"))
+    return run_on(hosts, gather_facts, forks=forks, log_dir=log_dir_for("facts"))
 
 
 def trust(
@@ -44,17 +67,21 @@ def deploy(
     wheels_dir: Path = WHEELS_DIR,
     note: Callable[[str], None] = lambda message: None,
     log_dir: Optional[Path] = None,
+    forks: int = DEFAULT_FORKS,
 ) -> FleetResult:
     """Deploy to every selected host in parallel; models are exported first when missing."""
+    forks = check_forks(forks)
     hosts = load_inventory(inventory).select(host)
     manifest = ensure_models(models_dir, progress=note)
     runner = build_runner_wheel()  # content-addressed path: never rewritten under us
     return _deploy_hosts(
-        hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir
+        hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir, forks
     )
 
 
-def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir):
+def _deploy_hosts(
+    hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir, forks
+):
     def workflow(conn):
         return deploy_host(
             conn,
@@ -66,4 +93,4 @@ def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, whee
             progress=progress_for(conn.host.name) if progress_for else None,
         )
 
-    return run_on(hosts, workflow, log_dir=log_dir or log_dir_for("deploy"))
+    return run_on(hosts, workflow, forks=forks, log_dir=log_dir or log_dir_for("deploy"))
