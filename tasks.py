@@ -342,6 +342,34 @@ def deploy(c, host=None, check=False, inventory=None, forks=10):
         raise Exit(code=result.exit_code)
 
 
+@task(
+    help={
+        "host": "pick the wheels that fit this inventory host (one connection for its facts)",
+        "tags": "or pick wheels by tags, comma separated (e.g. cp39-cp39-linux_armv7l); "
+        "default: none (the runner wheel is pure Python)",
+        "out": "where bundles go (default build/bundle); the bundle is OUT/<release-id>/",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def bundle(c, host=None, tags=None, out=None, inventory=None):
+    """Write the release as an Ansible bundle: archive, SHA256SUMS and a playbook that deploys it
+    the way `invoke deploy` does (for ansible-playbook / AWX on large fleets)."""
+    from deploy.commands import bundle as make_bundle
+    from deploy.hostkeys import project_known_hosts
+
+    result = make_bundle(host, tags, inventory, out, note=_print_progress)
+    print(f"release {result.release_id}: {result.files} files, {result.bytes:,} bytes")
+    print(f"wrote {result.path}/")
+    print("deploy it with (host keys checked against your known_hosts files):")
+    known = f"~/.ssh/known_hosts {project_known_hosts()}"
+    print(
+        f"  ANSIBLE_SSH_ARGS='-o UserKnownHostsFile=\"{known}\" -o StrictHostKeyChecking=yes' "
+        f"ansible-playbook -i {inventory or 'inventory.yaml'} {result.playbook} "
+        "[--limit PATTERN] [--forks N]"
+    )
+
+
 # --- emulator tasks (pi_setup/emulator.py) ---
 
 

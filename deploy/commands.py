@@ -94,3 +94,41 @@ def _deploy_hosts(
         )
 
     return run_on(hosts, workflow, forks=forks, log_dir=log_dir or log_dir_for("deploy"))
+
+
+def bundle(
+    host: Optional[str] = None,
+    tags: Optional[str] = None,
+    inventory: Optional[str] = None,
+    out: Optional[str] = None,
+    models_dir: Path = MODELS_DIR,
+    wheels_dir: Path = WHEELS_DIR,
+    note: Callable[[str], None] = lambda message: None,
+):
+    """Write the Ansible bundle of the current release (deploy.bundle).
+
+    The wheels that fit come from one host's facts (`host`), from wheel tags (`tags`, comma
+    separated, e.g. cp39-cp39-linux_armv7l), or none (the runner wheel is pure Python).
+    """
+    from deploy.bundle import BUNDLE_DIR, write_bundle
+    from deploy.connection import open_host
+    from deploy.errors import DeployError
+
+    if host and tags:
+        raise DeployError("give --host or --tags, not both")
+    host_tags: list = [tag.strip() for tag in (tags or "").split(",") if tag.strip()]
+    if host:
+        hosts = load_inventory(inventory).select(host)
+        if len(hosts) != 1:
+            raise DeployError(f"--host {host!r}: name one host (its facts pick the wheels)")
+        with open_host(hosts[0]) as conn:
+            host_tags = list(gather_facts(conn).tags)
+    manifest = ensure_models(models_dir, progress=note)
+    return write_bundle(
+        host_tags,
+        Path(out) if out else BUNDLE_DIR,
+        models_dir,
+        wheels_dir,
+        runner_wheel=build_runner_wheel(),
+        manifest=manifest,
+    )
