@@ -336,6 +336,9 @@ def resolve(raw: RawInventory) -> Inventory:
             raw.add_host(name, {}, raw.host_where[name], group="ungrouped")
             raw.add_child("all", "ungrouped")
     depth = _depths(raw)
+    lost = sorted(set(raw.groups) - set(depth))
+    if lost:  # only a cycle keeps a group out of `all`
+        raise InventoryError(f"{path}: group {lost[0]!r} contains itself (through its children)")
     parents: dict[str, set] = {name: set() for name in raw.groups}
     for name, group in raw.groups.items():
         for child in group.children:

@@ -332,3 +332,9 @@ def test_repo_inventory_all_leaves_the_workstation_out():
     inv = load_inventory(None)
     assert all(not host.is_local for host in inv.select("all"))
     assert inv.select("local")[0].is_local
+
+
+def test_a_group_cycle_is_refused(tmp_path):
+    path = write(tmp_path, "hosts", "[a]\npi\n[a:children]\nb\n[b:children]\na\n")
+    with pytest.raises(InventoryError, match="contains itself"):
+        load_inventory(path)
