@@ -288,13 +288,10 @@ def trust_host(c, host=None, yes=False, inventory=None):
 def hosts(c, host=None, inventory=None):
     """List the hosts an inventory resolves to, without connecting: name, address, port, user,
     connection, groups (`-`: ssh's default, from ~/.ssh/config or 22)."""
-    from deploy.commands import host_rows, list_hosts
+    from deploy.commands import host_table, list_hosts
 
-    rows = [("name", "address", "port", "user", "connection", "groups")]
-    rows += host_rows(list_hosts(host, inventory))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    for line in host_table(list_hosts(host, inventory)):
+        print(line)
 
 
 @task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP, "forks": FORKS_HELP})

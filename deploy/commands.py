@@ -27,9 +27,10 @@ def list_hosts(host: Optional[str], inventory: Optional[str] = None) -> list[Hos
     return load_inventory(inventory).select(host or "all")
 
 
-def host_rows(hosts: list[Host]) -> list[tuple[str, ...]]:
-    """(name, address, port, user, connection, groups) per host; `-` where ssh's default applies."""
-    return [
+def host_table(hosts: list[Host]) -> list[str]:
+    """Aligned lines: name, address, port, user, connection, groups (`-`: ssh's default)."""
+    rows = [("name", "address", "port", "user", "connection", "groups")]
+    rows += [
         (
             host.name,
             "-" if host.is_local else host.address or "-",
@@ -39,6 +40,11 @@ def host_rows(hosts: list[Host]) -> list[tuple[str, ...]]:
             ",".join(host.groups) or "-",
         )
         for host in hosts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        for row in rows
     ]
 
 
