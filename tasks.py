@@ -315,8 +315,15 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
 
 # --- deploy tasks (deploy/) ---
 
-HOST_HELP = "a host or group of the inventory, or a comma list of them (default: local)"
-INVENTORY_HELP = "the inventory file (default: inventory.yaml in the repository)"
+HOST_HELP = (
+    "hosts or groups, comma separated, Ansible-style: all, web*, !excluded, &both "
+    "(default: local, this machine)"
+)
+INVENTORY_HELP = (
+    "an Ansible inventory: YAML, INI or `ansible-inventory --list` JSON, with group_vars/ and "
+    "host_vars/ beside it (default: inventory.yaml in the repository)"
+)
+FORKS_HELP = "how many hosts to work on at once (default 10, as Ansible)"
 
 
 def _tqdm_progress():
@@ -370,13 +377,29 @@ def trust_host(c, host=None, yes=False, inventory=None):
         print(f"{result.host}: {result.status}{where}")
 
 
-@task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP})
+@task(
+    help={
+        "host": "a host pattern as for deploy (default: all; `local` is this machine)",
+        "inventory": INVENTORY_HELP,
+    }
+)
 @user_errors
-def facts(c, host=None, inventory=None):
+def hosts(c, host=None, inventory=None):
+    """List the hosts an inventory resolves to, without connecting: name, address, port, user,
+    connection, groups (`-`: ssh's default, from ~/.ssh/config or 22)."""
+    from deploy.commands import host_table, list_hosts
+
+    for line in host_table(list_hosts(host, inventory)):
+        print(line)
+
+
+@task(help={"host": HOST_HELP, "inventory": INVENTORY_HELP, "forks": FORKS_HELP})
+@user_errors
+def facts(c, host=None, inventory=None, forks=10):
     """Probe hosts: arch, OS, Python and wheel tag, RAM, free disk, Pi model, temperature."""
     from deploy.commands import facts as gather
 
-    result = gather(host, inventory)
+    result = gather(host, inventory, forks=forks)
     for report in result.reports:
         if report.result is not None:
             print(f"== {report.host}")
@@ -392,10 +415,11 @@ def facts(c, host=None, inventory=None):
         "host": HOST_HELP,
         "check": "show what would change on each host and change nothing",
         "inventory": INVENTORY_HELP,
+        "forks": FORKS_HELP,
     }
 )
 @user_errors
-def deploy(c, host=None, check=False, inventory=None):
+def deploy(c, host=None, check=False, inventory=None, forks=10):
     """Deploy models, the runner and matching wheels to hosts (releases + atomic `current`)."""
     from deploy.commands import deploy as run_deploy
 
@@ -405,12 +429,41 @@ def deploy(c, host=None, check=False, inventory=None):
         check=check,
         progress_for=None if check else _tqdm_progress(),
         note=_print_progress,
+        forks=forks,
     )
     print(result.recap())
     if result.reports and result.reports[0].log:
         print(f"logs: {result.reports[0].log.parent}")
     if result.exit_code:
         raise Exit(code=result.exit_code)
+
+
+@task(
+    help={
+        "host": "pick the wheels that fit this inventory host (one connection for its facts)",
+        "tags": "or pick wheels by tags, comma separated (e.g. cp39-cp39-linux_armv7l); "
+        "default: none (the runner wheel is pure Python)",
+        "out": "where bundles go (default build/bundle); the bundle is OUT/<release-id>/",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def bundle(c, host=None, tags=None, out=None, inventory=None):
+    """Write the release as an Ansible bundle: archive, SHA256SUMS and a playbook that deploys it
+    the way `invoke deploy` does (for ansible-playbook / AWX on large fleets)."""
+    from deploy.commands import bundle as make_bundle
+    from deploy.hostkeys import project_known_hosts
+
+    result = make_bundle(host, tags, inventory, out, note=_print_progress)
+    print(f"release {result.release_id}: {result.files} files, {result.bytes:,} bytes")
+    print(f"wrote {result.path}/")
+    print("deploy it with (host keys checked against your known_hosts files):")
+    known = f"~/.ssh/known_hosts {project_known_hosts()}"
+    print(
+        f"  ANSIBLE_SSH_ARGS='-o UserKnownHostsFile=\"{known}\" -o StrictHostKeyChecking=yes' "
+        f"ansible-playbook -i {inventory or 'inventory.yaml'} {result.playbook} "
+        "[--limit PATTERN] [--forks N]"
+    )
 
 
 # --- emulator tasks (pi_setup/emulator.py) ---
@@ -776,6 +829,7 @@ BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
         "cooldown_below": "before each variant wait until the SoC is below this many °C",
         "cooldown_max": "wait at most this many seconds for the cool-down (default 120)",
         "timeout": "stop a host's benchmark after this many seconds (default 3600)",
+        "forks": FORKS_HELP,
     }
 )
 @user_errors
@@ -793,6 +847,7 @@ def remote_bench(
     cooldown_below=None,
     cooldown_max="120",
     timeout="3600",
+    forks=10,
 ):
     """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables."""
     from pathlib import Path
@@ -830,6 +885,7 @@ def remote_bench(
         out_root=Path(out) if out else RESULTS_DIR,
         progress_for=_bench_progress(),
         note=_print_progress,
+        forks=forks,
     )
     print()
     print(result.fleet.recap())

@@ -22,7 +22,7 @@ from deploy.connection import HostConnection
 from deploy.deploy import deploy_host
 from deploy.errors import DeployError
 from deploy.facts import gather_facts
-from deploy.fleet import FleetResult, run_on
+from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
 from deploy.inventory import load_inventory
 from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
 from deploy.render import render
@@ -309,8 +309,10 @@ def remote_bench(
     wheels_dir: Path = WHEELS_DIR,
     note: Callable[[str], None] = lambda message: None,
     log_dir: Optional[Path] = None,
+    forks: int = DEFAULT_FORKS,
 ) -> BenchRun:
     """Benchmark every selected host in parallel; render the tables of those that ran."""
+    forks = check_forks(forks)
     options = options or BenchOptions()
     hosts = load_inventory(inventory).select(host)
     manifest = ensure_models(models_dir, progress=note)
@@ -333,7 +335,7 @@ def remote_bench(
         progress = progress_for(conn.host.name) if progress_for else None
         return bench_host(conn, options, results_dir, stamp, deploy, progress)
 
-    fleet = run_on(hosts, workflow, log_dir=log_dir or log_dir_for("remote-bench"))
+    fleet = run_on(hosts, workflow, forks=forks, log_dir=log_dir or log_dir_for("remote-bench"))
     report = None
     if any((results_dir / name / "bench.json").is_file() for name in (h.name for h in hosts)):
         report = render_reports(results_dir)

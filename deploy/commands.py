@@ -8,9 +8,9 @@ from typing import Callable, Optional
 
 from deploy.deploy import HostProgress, deploy_host
 from deploy.facts import gather_facts
-from deploy.fleet import FleetResult, run_on
+from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
 from deploy.hostkeys import REPO_ROOT
-from deploy.inventory import load_inventory
+from deploy.inventory import Host, load_inventory
 from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
 from deploy.trust import TrustResult, trust_host
 
@@ -22,10 +22,39 @@ def log_dir_for(command: str) -> Path:
     return LOGS_DIR / f"{command}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
 
-def facts(host: Optional[str], inventory: Optional[str] = None) -> FleetResult:
+def list_hosts(host: Optional[str], inventory: Optional[str] = None) -> list[Host]:
+    """The hosts a pattern selects (default: all), resolved, without connecting."""
+    return load_inventory(inventory).select(host or "all")
+
+
+def host_table(hosts: list[Host]) -> list[str]:
+    """Aligned lines: name, address, port, user, connection, groups (`-`: ssh's default)."""
+    rows = [("name", "address", "port", "user", "connection", "groups")]
+    rows += [
+        (
+            host.name,
+            "-" if host.is_local else host.address or "-",
+            "-" if host.is_local or host.port is None else str(host.port),
+            host.user or "-",
+            host.connection,
+            ",".join(host.groups) or "-",
+        )
+        for host in hosts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        for row in rows
+    ]
+
+
+def facts(
+    host: Optional[str], inventory: Optional[str] = None, forks: int = DEFAULT_FORKS
+) -> FleetResult:
     """Probe every selected host; each report's `.result` is a Facts."""
+    forks = check_forks(forks)
     hosts = load_inventory(inventory).select(host)
-    return run_on(hosts, gather_facts, log_dir=log_dir_for("facts"))
+    return run_on(hosts, gather_facts, forks=forks, log_dir=log_dir_for("facts"))
 
 
 def trust(
@@ -44,17 +73,21 @@ def deploy(
     wheels_dir: Path = WHEELS_DIR,
     note: Callable[[str], None] = lambda message: None,
     log_dir: Optional[Path] = None,
+    forks: int = DEFAULT_FORKS,
 ) -> FleetResult:
     """Deploy to every selected host in parallel; models are exported first when missing."""
+    forks = check_forks(forks)
     hosts = load_inventory(inventory).select(host)
     manifest = ensure_models(models_dir, progress=note)
     runner = build_runner_wheel()  # content-addressed path: never rewritten under us
     return _deploy_hosts(
-        hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir
+        hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir, forks
     )
 
 
-def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir):
+def _deploy_hosts(
+    hosts, runner, manifest, check, progress_for, models_dir, wheels_dir, log_dir, forks
+):
     def workflow(conn):
         return deploy_host(
             conn,
@@ -66,4 +99,42 @@ def _deploy_hosts(hosts, runner, manifest, check, progress_for, models_dir, whee
             progress=progress_for(conn.host.name) if progress_for else None,
         )
 
-    return run_on(hosts, workflow, log_dir=log_dir or log_dir_for("deploy"))
+    return run_on(hosts, workflow, forks=forks, log_dir=log_dir or log_dir_for("deploy"))
+
+
+def bundle(
+    host: Optional[str] = None,
+    tags: Optional[str] = None,
+    inventory: Optional[str] = None,
+    out: Optional[str] = None,
+    models_dir: Path = MODELS_DIR,
+    wheels_dir: Path = WHEELS_DIR,
+    note: Callable[[str], None] = lambda message: None,
+):
+    """Write the Ansible bundle of the current release (deploy.bundle).
+
+    The wheels that fit come from one host's facts (`host`), from wheel tags (`tags`, comma
+    separated, e.g. cp39-cp39-linux_armv7l), or none (the runner wheel is pure Python).
+    """
+    from deploy.bundle import BUNDLE_DIR, write_bundle
+    from deploy.connection import open_host
+    from deploy.errors import DeployError
+
+    if host and tags:
+        raise DeployError("give --host or --tags, not both")
+    host_tags: list = [tag.strip() for tag in (tags or "").split(",") if tag.strip()]
+    if host:
+        hosts = load_inventory(inventory).select(host)
+        if len(hosts) != 1:
+            raise DeployError(f"--host {host!r}: name one host (its facts pick the wheels)")
+        with open_host(hosts[0]) as conn:
+            host_tags = list(gather_facts(conn).tags)
+    manifest = ensure_models(models_dir, progress=note)
+    return write_bundle(
+        host_tags,
+        Path(out) if out else BUNDLE_DIR,
+        models_dir,
+        wheels_dir,
+        runner_wheel=build_runner_wheel(),
+        manifest=manifest,
+    )

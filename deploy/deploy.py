@@ -93,12 +93,29 @@ class DeployOutcome:
 
 def deploy_json(conn: HostConnection, plan: ReleasePlan, facts: Facts) -> str:
     """The release record kept on the host: what, when, by whom, digests."""
-    record = {
+    record = release_record(plan)
+    record.update(
+        {
+            "host": conn.host.name,
+            "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "deployed_by": f"{getpass.getuser()}@{platform.node()}",
+            "facts": {
+                "arch": facts.arch,
+                "os_codename": facts.os_codename,
+                "python_version": facts.python_version,
+                "python_tag": facts.python_tag,
+                "platform_tag": facts.platform_tag,
+            },
+        }
+    )
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def release_record(plan: ReleasePlan) -> dict:
+    """deploy.json's fields that depend on the release only (the bundle's playbook adds the rest)."""
+    return {
         "format": 1,
         "release": plan.id,
-        "host": conn.host.name,
-        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "deployed_by": f"{getpass.getuser()}@{platform.node()}",
         "runner_wheel": plan.runner_wheel,
         "wheels": list(plan.wheels),
         "models": {
@@ -106,15 +123,7 @@ def deploy_json(conn: HostConnection, plan: ReleasePlan, facts: Facts) -> str:
             for name, entry in plan.manifest.get("models", {}).items()
         },
         "files": {item.rel: {"sha256": item.sha256, "bytes": item.size} for item in plan.files},
-        "facts": {
-            "arch": facts.arch,
-            "os_codename": facts.os_codename,
-            "python_version": facts.python_version,
-            "python_tag": facts.python_tag,
-            "platform_tag": facts.platform_tag,
-        },
     }
-    return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:

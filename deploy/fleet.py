@@ -1,4 +1,4 @@
-"""Run one per-host workflow over many hosts: bounded thread pool, isolation, recap, exit code.
+"""Run one per-host workflow over many hosts: `forks` at a time, isolation, recap, exit code.
 
     result = run_on(hosts, lambda conn: deploy_host(conn), log_dir=Path("build/logs/x"))
     print(result.recap()); sys.exit(result.exit_code)
@@ -26,7 +26,8 @@ from deploy.errors import DeployError, InventoryError, UnreachableError
 from deploy.inventory import Host
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4
-MAX_WORKERS = 8
+DEFAULT_FORKS = 10  # Ansible's default
+MAX_FORKS = 500
 
 
 @dataclass
@@ -121,18 +122,33 @@ def _one(
     return HostReport(host.name, status, message, seconds, log_path, result)
 
 
+def check_forks(forks) -> int:
+    """`--forks N` as an int in 1..MAX_FORKS (DeployError otherwise)."""
+    try:
+        number = int(forks)
+    except (TypeError, ValueError):
+        raise DeployError(f"--forks: expected a number of hosts at once, got {forks!r}") from None
+    if not 1 <= number <= MAX_FORKS:
+        raise DeployError(f"--forks: {number} is outside 1..{MAX_FORKS}")
+    return number
+
+
 def run_on(
     hosts: Iterable[Host],
     workflow: Callable[[HostConnection], Any],
-    max_workers: int = MAX_WORKERS,
+    forks: int = DEFAULT_FORKS,
     log_dir: Optional[Path] = None,
     connect: Callable[..., HostConnection] = open_host,
 ) -> FleetResult:
-    """Run `workflow(conn)` on every host in parallel (at most `max_workers` at once)."""
+    """Run `workflow(conn)` on every host in parallel, at most `forks` at once.
+
+    Each host gets a worker as soon as one is free, so one slow host holds only its own.
+    """
+    forks = check_forks(forks)
     hosts = list(hosts)
     if not hosts:
         return FleetResult([])
-    workers = max(1, min(max_workers, len(hosts)))
+    workers = min(forks, len(hosts))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
         futures = [pool.submit(_one, host, workflow, log_dir, connect) for host in hosts]
         return FleetResult([future.result() for future in futures])

@@ -328,7 +328,11 @@ def test_check_changes_nothing(lab, models_dir):
     [
         ("        pi-bad: {port: 99999}\n", ["pi-bad", "port", "99999"]),
         ("        pi-bad: {port: 22, ansible_password: hunter2}\n", ["pi-bad", "ansible_password"]),
-        ("        pi-bad: {port: 22, colour: red}\n", ["pi-bad", "colour"]),
+        ("        pi-bad: {port: 22, deploy_dri: /x}\n", ["pi-bad", "deploy_dri", "'deploy_dir'"]),
+        (
+            "        pi-bad: {port: 22, address: 'root@127.0.0.1:22'}\n",
+            ["pi-bad", "root@127.0.0.1:22", "bare host name"],
+        ),
     ],
 )
 def test_bad_inventory_is_one_clear_line(lab, extra, words):

@@ -201,7 +201,7 @@ def test_fleet_isolates_failures_and_maps_exit_codes(tmp_path):
             raise RuntimeError("bug")
         return conn.run("echo hi").stdout.strip()
 
-    result = run_on(hosts, workflow, max_workers=2, log_dir=tmp_path / "logs")
+    result = run_on(hosts, workflow, forks=2, log_dir=tmp_path / "logs")
     assert [r.status for r in result.reports] == ["ok", "failed", "unreachable", "failed"]
     assert result.reports[0].message == "hi"
     assert result.exit_code == 4
@@ -209,6 +209,42 @@ def test_fleet_isolates_failures_and_maps_exit_codes(tmp_path):
     assert "recap: ok=1, changed=0, failed=2, unreachable=1 (exit 4)" in result.recap()
     assert FleetResult([HostReport("a", "failed", "", 0.0)]).exit_code == 2
     assert FleetResult([HostReport("a", "changed", "", 0.0)]).exit_code == 0
+
+
+def test_forks_bound_the_pool_and_a_slow_host_holds_only_its_own(tmp_path):
+    import threading
+
+    from deploy.fleet import check_forks
+
+    hosts = [Host(name=f"h{i}", connection="local", deploy_dir=str(tmp_path)) for i in range(6)]
+    lock, others_done = threading.Lock(), threading.Event()
+    count = {"active": 0, "peak": 0, "done": 0}
+
+    def workflow(conn):
+        with lock:
+            count["active"] += 1
+            count["peak"] = max(count["peak"], count["active"])
+        try:
+            if conn.host.name == "h0":  # the slow host: busy until every other one is done
+                if not others_done.wait(60):
+                    raise DeployError("the other hosts waited for the slow one")
+            else:
+                with lock:
+                    count["done"] += 1
+                    if count["done"] == len(hosts) - 1:
+                        others_done.set()
+            return "done"
+        finally:
+            with lock:
+                count["active"] -= 1
+
+    result = run_on(hosts, workflow, forks=2)
+    assert [r.status for r in result.reports] == ["ok"] * 6
+    assert count["peak"] == 2
+    assert len(run_on(hosts[:3], lambda conn: None, forks=1).reports) == 3
+    for bad in (0, -1, "many", 10_000):
+        with pytest.raises(DeployError, match="--forks"):
+            check_forks(bad)
 
 
 def test_local_connection_put_is_atomic_and_verified(tmp_path):

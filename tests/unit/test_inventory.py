@@ -43,7 +43,7 @@ all:
 
 def test_repo_inventory_loads_with_required_hosts():
     inv = load_inventory(DEFAULT_INVENTORY)
-    assert inv.hosts["local"].is_local
+    assert inv.select("local")[0].is_local
     assert inv.groups["emu"] == ["pi4-emu", "pi4-emu-trixie"]
     emu = inv.hosts["pi4-emu"]
     assert (emu.address, emu.port, emu.user) == ("127.0.0.1", 2222, "pi")
@@ -74,7 +74,7 @@ def test_select_names_groups_and_lists(tmp_path):
     inv = load_inventory(write(tmp_path, GOOD))
     assert [h.name for h in inv.select("lab")] == ["pi4", "pi5", "pi6"]
     assert [h.name for h in inv.select("pi5, lab,bench")] == ["pi5", "pi4", "pi6", "bench"]
-    assert len(inv.select("all")) == 5
+    assert len(inv.select("all")) == 5  # local is named in this inventory, so it is in all
 
 
 def test_unknown_name_lists_known_ones(tmp_path):
@@ -95,10 +95,13 @@ def test_local_host_is_implicit(tmp_path):
     "text, words",
     [
         (
-            "all:\n  hosts:\n    pi: {address: a, colour: red}\n",
-            ["'pi'", "colour", "unknown field"],
+            "all:\n  hosts:\n    pi: {address: a, deploy_dri: /x}\n",
+            ["'pi'", "deploy_dri", "unknown field", "did you mean 'deploy_dir'"],
         ),
-        ("all:\n  hosts:\n    pi: {user: pi}\n", ["'pi'", "missing field 'address'"]),
+        (
+            "all:\n  vars: {ansible_hots: a}\n  hosts:\n    pi:\n",
+            ["group 'all'", "ansible_hots", "'ansible_host'"],
+        ),
         ("all:\n  hosts:\n    pi: {address: a, port: 70000}\n", ["'pi'", "port", "70000"]),
         ("all:\n  hosts:\n    pi: {address: a, port: ssh}\n", ["'pi'", "port", "integer"]),
         ("all:\n  hosts:\n    pi: {address: a, port: true}\n", ["'pi'", "port"]),
