@@ -262,6 +262,7 @@ def test_cli_sweep_on_the_local_host_writes_the_8_cell_tables(tmp_path):
             "--runs", "2", "--warmup", "0", "--min-time", "0", "--target-fps", "1", "--profile",
         ],
         cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # the venv's own runner
         capture_output=True,
         text=True,
         timeout=900,
