@@ -794,6 +794,8 @@ def _bench_progress():
                     elif phase == "timed":
                         part = 0.1 + 0.9 * min(1.0, done / total)
                     pct = int(100 * (event["index"] + part) / event["count"])
+                    if isinstance(event.get("overall"), (int, float)):
+                        pct = int(100 * min(1.0, max(0.0, float(event["overall"]))))
                     bar.update(max(0, pct - bar.n))
                     count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
                     bar.set_postfix_str(f"{event['variant']} {phase}{count}")
@@ -815,8 +817,10 @@ BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
 @task(
     help={
         "host": HOST_HELP,
-        "size": "input WIDTHxHEIGHT of the network (default 640x480)",
-        "threads": "inference threads (default: each runtime's own default)",
+        "size": "input WIDTHxHEIGHT, or a comma list to sweep: 320x240,640x480 (default 640x480)",
+        "threads": "inference threads, or a comma list to sweep: 1,2,4 (default: runtime's own)",
+        "profile": "list the operators onnxruntime executes per ONNX variant (INT8: integer or not)",
+        "target_fps": "name the cheapest cell (fewest threads, then largest size) reaching this FPS",
         "runs": "timed runs per variant, at least (default 20; spread over 5 windows)",
         "warmup": "warm-up runs per variant before timing (default 3)",
         "min_time": "seconds of timed runs per variant, at least (default 1)",
@@ -848,28 +852,33 @@ def remote_bench(
     cooldown_max="120",
     timeout="3600",
     forks=10,
+    profile=False,
+    target_fps=None,
 ):
-    """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables."""
+    """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables.
+
+    Comma lists in --size and --threads sweep every combination in one interleaved run.
+    """
     from pathlib import Path
 
     from deploy.bench import BenchOptions
     from deploy.bench import remote_bench as run_bench
     from deploy.report import RESULTS_DIR
+    from deploy.sweep import parse_sweep
     from retinaface.bench import check_variants
-    from retinaface.detector import parse_size
 
-    try:
-        parsed = parse_size(size)
-    except ValueError as error:
-        raise ModelError(f"--size: {error}") from None
+    sizes, thread_counts, fps = parse_sweep(size, threads, target_fps)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     try:
         check_variants(names or [])  # before anything is deployed
     except ValueError as error:
         raise ModelError(f"--variants: {error}") from None
     options = BenchOptions(
-        size=parsed,
-        threads=int(threads) if threads else None,
+        size=sizes[0],
+        threads=thread_counts[0],
+        sizes=sizes,
+        thread_counts=thread_counts,
+        profile=bool(profile),
         runs=int(runs),
         warmup=int(warmup),
         min_time_s=float(min_time),
@@ -886,6 +895,7 @@ def remote_bench(
         progress_for=_bench_progress(),
         note=_print_progress,
         forks=forks,
+        target_fps=fps,
     )
     print()
     print(result.fleet.recap())
@@ -903,16 +913,29 @@ def remote_bench(
     help={
         "results_dir": "a results/<stamp> folder, or `latest` for the newest under results/",
         "compare": "another results folder: show end-to-end deltas of RESULTS_DIR against it",
+        "style": "`tables` (default): table.md/csv/html; `study`: the study's min–max layout",
+        "target_fps": "name the cheapest sweep cell (fewest threads, largest size) reaching it",
     },
 )
 @user_errors
-def report(c, results_dir, compare=None):
+def report(c, results_dir, compare=None, style="tables", target_fps=None):
     """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
+    from pathlib import Path
+
     from deploy.report import compare as compare_runs
-    from deploy.report import latest_results, render_reports, write_atomic
+    from deploy.report import latest_results, load_results, render_reports, write_atomic
+    from deploy.sweep import parse_sweep, study_table
 
     folder = latest_results() if results_dir == "latest" else results_dir
-    files = render_reports(folder)
+    if style not in ("tables", "study"):
+        raise DeployError(f"--style {style!r}: choose tables or study")
+    if style == "study":
+        text = study_table(load_results(folder))
+        print(text)
+        print(f"wrote {write_atomic(Path(folder) / 'study.md', text)}")
+        return
+    fps = parse_sweep("640x480", None, target_fps)[2]
+    files = render_reports(folder, target_fps=fps)
     print(files.markdown)
     print(f"wrote {', '.join(str(path) for path in files.paths)}")
     if compare:

@@ -43,6 +43,9 @@ class BenchOptions:
 
     size: tuple = (640, 480)
     threads: Optional[int] = None
+    sizes: Optional[list] = None  # a sweep: every size in turn (None: [size])
+    thread_counts: Optional[list] = None  # a sweep: every thread count in turn (None: [threads])
+    profile: bool = False
     runs: int = 20
     warmup: int = 3
     windows: int = 5
@@ -55,11 +58,15 @@ class BenchOptions:
     def runner_args(self, models: str, image: str, out: str, progress: str) -> list:
         """The runner's command line (after `python -m retinaface.runner bench`)."""
         args = ["--models", models, "--image", image, "--json", out, "--progress", progress]
-        args += ["--size", f"{self.size[0]}x{self.size[1]}"]
+        sizes = self.sizes or [self.size]
+        args += ["--size", ",".join(f"{w}x{h}" for w, h in sizes)]
         args += ["--runs", str(self.runs), "--warmup", str(self.warmup)]
         args += ["--windows", str(self.windows), "--min-time", str(self.min_time_s)]
-        if self.threads:
-            args += ["--threads", str(self.threads)]
+        threads = [t for t in (self.thread_counts or [self.threads]) if t]
+        if threads:
+            args += ["--threads", ",".join(str(t) for t in threads)]
+        if self.profile:
+            args.append("--profile")
         if self.variants:
             args += ["--variants", ",".join(self.variants)]
         if self.cooldown_below_c is not None:
@@ -310,6 +317,7 @@ def remote_bench(
     note: Callable[[str], None] = lambda message: None,
     log_dir: Optional[Path] = None,
     forks: int = DEFAULT_FORKS,
+    target_fps: Optional[float] = None,
 ) -> BenchRun:
     """Benchmark every selected host in parallel; render the tables of those that ran."""
     forks = check_forks(forks)
@@ -338,7 +346,7 @@ def remote_bench(
     fleet = run_on(hosts, workflow, forks=forks, log_dir=log_dir or log_dir_for("remote-bench"))
     report = None
     if any((results_dir / name / "bench.json").is_file() for name in (h.name for h in hosts)):
-        report = render_reports(results_dir)
+        report = render_reports(results_dir, target_fps=target_fps)
     elif not any(results_dir.iterdir()):
         results_dir.rmdir()  # no host produced a result: leave no empty stamp behind
     return BenchRun(fleet=fleet, results_dir=results_dir, report=report)

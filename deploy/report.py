@@ -308,13 +308,19 @@ def _describe(result: HostResult) -> dict:
     machine = host.get("pi_model") or host.get("cpu") or "?"
     size = config["size"]
     threads = config.get("threads") or "runtime default"
+    sizes, counts = config.get("sizes"), config.get("thread_counts")
+    if isinstance(sizes, list) and isinstance(counts, list) and len(sizes) * len(counts) > 1:
+        from deploy.sweep import sweep_setting
+
+        size, threads = sweep_setting(sizes, counts)
     return {
         "name": result.host,
         "machine": f"{machine} ({host.get('machine', '?')}, {host.get('cpu_count', '?')} CPUs)",
         "os": facts.get("os", host.get("platform", "?")),
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(host.get("versions", {}).items())),
         "setup": (
-            f"input {size[0]}×{size[1]}, threads {threads}, {config['warmup']} warm-up, "
+            f"input {size if isinstance(size, str) else f'{size[0]}×{size[1]}'}, "
+            f"threads {threads}, {config['warmup']} warm-up, "
             f"≥{config['runs']} timed runs in {config['windows']} windows, "
             f"probe image {config.get('image_size', ['?', '?'])[0]}×"
             f"{config.get('image_size', ['?', '?'])[1]}"
@@ -395,6 +401,7 @@ def csv_rows(results: list) -> list:
         size = "x".join(str(v) for v in config["size"])
         for name in result.variants:
             record = result.variant(name)
+            cell = record.get("cell") if isinstance(record.get("cell"), dict) else {}
             base = {
                 "kind": "measured",
                 "host": result.host,
@@ -404,6 +411,7 @@ def csv_rows(results: list) -> list:
                 "valid": "yes" if record["valid"] else "no",
                 "size": size,
                 **{key: config.get(key) for key in config_keys if key != "size"},
+                **_cell_setting(cell),
                 "note": record.get("skipped") or "; ".join(record.get("invalid_reasons", [])),
             }
             if record["status"] != "ok":
@@ -438,6 +446,17 @@ def csv_rows(results: list) -> list:
                 }
             )
     return rows
+
+
+def _cell_setting(cell: dict) -> dict:
+    """A sweep cell's own size and threads (they override the run's first setting)."""
+    out = {}
+    size = cell.get("size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        out["size"] = f"{size[0]}x{size[1]}"
+    if "threads" in cell and (cell["threads"] is None or isinstance(cell["threads"], int)):
+        out["threads"] = cell["threads"]
+    return out
 
 
 CSV_COLUMNS = (
@@ -621,9 +640,12 @@ def write_atomic(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def render_tables(results: list, title: str) -> dict:
+def render_tables(results: list, title: str, target_fps: Optional[float] = None) -> dict:
     """{file name: text} of table.md, table.csv and report.html for `results`."""
+    from deploy.sweep import extra_sections
+
     context = table_context(results, title)
+    context.update(extra_sections(results, target_fps))
     context["csv_columns"] = CSV_COLUMNS
     context["chart"] = chart(results)
     context["stage_chart"] = stage_chart(results)
@@ -651,11 +673,15 @@ def _facts_table(result: HostResult) -> dict:
     return {"name": result.host, "rows": [(k, "" if v is None else v) for k, v in rows]}
 
 
-def render_reports(results_dir: Path, title: Optional[str] = None) -> ReportFiles:
+def render_reports(
+    results_dir: Path, title: Optional[str] = None, target_fps: Optional[float] = None
+) -> ReportFiles:
     """(Re-)render table.md, table.csv and report.html into `results_dir`."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
-    texts = render_tables(results, title or f"RetinaFace mnet0.25 latency — {results_dir.name}")
+    texts = render_tables(
+        results, title or f"RetinaFace mnet0.25 latency — {results_dir.name}", target_fps
+    )
     files = ReportFiles(directory=results_dir, markdown=texts["table.md"])
     for name, text in texts.items():
         files.paths.append(write_atomic(results_dir / name, text))

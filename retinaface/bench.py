@@ -39,6 +39,8 @@ DEFAULT_WINDOWS = 5
 DEFAULT_MIN_TIME = 1.0  # seconds of timed runs per variant, at least
 DEFAULT_MAX_TIME = 300.0  # stop a variant's timed runs after this many seconds
 PROGRESS_EVERY = 0.5  # seconds between progress file updates
+PROFILE_RUNS = 5  # frames through the profiling session of each ONNX cell
+DEFAULT_SAMPLE_EVERY = 1.0  # seconds between telemetry samples during the timed runs
 IMPORTS = {"onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch"}
 
 # progress(event) with event = {"variant", "index", "count", "phase", "done", "total"}.
@@ -63,6 +65,16 @@ class BenchConfig:
     cooldown_below_c: Optional[float] = None
     cooldown_max_s: float = 120.0
     telemetry_root: str = "/"
+    sizes: Optional[List[Tuple[int, int]]] = None  # a sweep over sizes (None: [size])
+    thread_counts: Optional[List[Optional[int]]] = None  # a sweep over threads (None: [threads])
+    profile: bool = False  # onnxruntime's profiler: the operators each ONNX cell executes
+    sample_every_s: float = DEFAULT_SAMPLE_EVERY
+
+    def all_sizes(self):
+        return [tuple(size) for size in (self.sizes or [self.size])]
+
+    def all_threads(self):
+        return list(self.thread_counts or [self.threads])
 
 
 @dataclass
@@ -242,31 +254,94 @@ class _Ticker(object):
     def __init__(self, progress, base):
         self.progress, self.base, self.last = progress, base, 0.0
 
-    def __call__(self, phase, done=0, total=0, force=False):
+    def __call__(self, phase, done=0, total=0, force=False, **extra):
         if self.progress is None:
             return
         now = time.monotonic()
         if force or now - self.last >= PROGRESS_EVERY:
             self.last = now
-            event = dict(self.base, phase=phase, done=done, total=total)
+            event = dict(self.base, phase=phase, done=done, total=total, **extra)
             self.progress(event)
 
 
-def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
-    """Measure one runnable variant; returns its JSON record."""
+class Cell(object):
+    """One measured combination: a variant at an input size with a thread count."""
+
+    def __init__(self, key, variant, size, threads, plan):
+        self.key, self.variant, self.size, self.threads, self.plan = (
+            key,
+            variant,
+            tuple(size),
+            threads,
+            plan,
+        )
+        self.detector = None
+        self.record = None
+        self.before = None
+        self.samples = [[] for _ in STAGES]
+        self.windows = []
+        self.faces = []
+        self.timed_s = 0.0
+        self.stopped = False
+        self.error = None
+
+    def describe(self):
+        return {"variant": self.variant, "size": list(self.size), "threads": self.threads}
+
+
+def cell_key(variant, size, threads, sweep):
+    """The variant's name alone for a single setting, else `fp32 320x240 2t`."""
+    if not sweep:
+        return variant
+    return "{} {}x{} {}".format(
+        variant, size[0], size[1], "{}t".format(threads) if threads else "auto"
+    )
+
+
+def plan_cells(config, manifest):
+    """Every (size, threads, variant) combination, size-major, resolved against the manifest."""
+    names = list(config.variants or DEFAULT_VARIANTS)
+    sizes, threads = config.all_sizes(), config.all_threads()
+    sweep = len(sizes) > 1 or len(threads) > 1
+    cells = []
+    for size in sizes:
+        for count in threads:
+            for name in names:
+                plan = plan_variant(name, manifest, config.models_dir, size)
+                cells.append(Cell(cell_key(name, size, count, sweep), name, size, count, plan))
+    return cells
+
+
+def _apply_threads(cell):
+    """torch and OpenCV keep one process-wide thread count: set it before each turn of a cell."""
+    if not cell.threads or cell.detector is None:
+        return
+    backend = getattr(cell.detector, "backend", None)
+    if cell.plan.backend == "torch" and hasattr(backend, "torch"):
+        backend.torch.set_num_threads(int(cell.threads))
+    elif cell.plan.backend == "opencv":
+        import cv2
+
+        cv2.setNumThreads(int(cell.threads))
+
+
+def _prepare_cell(cell, image, config, tick, snapshot):
+    """Cool down, take the 'before' telemetry, load, first inference, warm-up."""
     from .detector import Detector
 
     record = {
         "status": "ok",
         "skipped": None,
-        "backend": plan.backend,
-        "file": plan.file,
-        "sha256": plan.sha256,
-        "model": plan.extra,
+        "cell": cell.describe(),
+        "backend": cell.plan.backend,
+        "file": cell.plan.file,
+        "sha256": cell.plan.sha256,
+        "model": cell.plan.extra,
         "valid": True,
         "invalid_reasons": [],
         "warnings": [],
     }
+    cell.record = record
     if config.cooldown_below_c is not None:
         tick("cooldown", force=True)
         record["cooldown"] = telemetry.cool_down(
@@ -280,73 +355,111 @@ def bench_variant(plan, image, config, tick, snapshot=telemetry.snapshot):
                     record["cooldown"]["end_c"], config.cooldown_max_s, config.cooldown_below_c
                 )
             )
-    before = snapshot(config.telemetry_root)
+    cell.before = snapshot(config.telemetry_root)
     tick("load", force=True)
     started = time.perf_counter()
-    detector = Detector(
-        plan.path,
-        backend=plan.backend,
-        size=tuple(config.size),
+    cell.detector = Detector(
+        cell.plan.path,
+        backend=cell.plan.backend,
+        size=tuple(cell.size),
         conf_threshold=config.conf_threshold,
-        threads=config.threads,
+        threads=cell.threads,
+        spinning=False,
     )
     record["init_ms"] = round((time.perf_counter() - started) * 1e3, 3)
-    record["input_size"] = list(detector.input_size(image))
-    times, faces = time_one(detector, image)
+    record["input_size"] = list(cell.detector.input_size(image))
+    _apply_threads(cell)
+    times, cell.faces = time_one(cell.detector, image)
     record["first_ms"] = round(times[3], 3)
     for index in range(config.warmup):
         tick("warmup", index, config.warmup)
-        time_one(detector, image)
-    windows, per_window, window_time = _windows_plan(config)
-    total = windows * per_window
-    samples = [[] for _ in STAGES]
-    window_records = []
-    deadline = time.perf_counter() + config.max_time_s
-    done = 0
-    for _ in range(windows):
-        gc.collect()
-        count, window_start = 0, time.perf_counter()
-        while True:
-            times, faces = time_one(detector, image)
-            for bucket, value in zip(samples, times):
-                bucket.append(value)
-            count += 1
-            done += 1
-            tick("timed", done, total)
-            now = time.perf_counter()
-            if count >= per_window and now - window_start >= window_time:
-                break
-            if now >= deadline:
-                break
-        seconds = time.perf_counter() - window_start
-        window_records.append(
-            {"runs": count, "seconds": round(seconds, 4), "fps": round(count / seconds, 3)}
-        )
-        if time.perf_counter() >= deadline:
-            record["warnings"].append(
-                "stopped after --max-time {:.0f} s with {} timed runs".format(
-                    config.max_time_s, done
-                )
-            )
+        time_one(cell.detector, image)
+
+
+def _run_window(cell, image, per_window, window_time, max_time_s):
+    """One timed window of a cell: at least `per_window` runs and `window_time` seconds."""
+    _apply_threads(cell)
+    gc.collect()
+    count, start = 0, time.perf_counter()
+    while True:
+        times, cell.faces = time_one(cell.detector, image)
+        for bucket, value in zip(cell.samples, times):
+            bucket.append(value)
+        count += 1
+        now = time.perf_counter()
+        if count >= per_window and now - start >= window_time:
             break
+        if cell.timed_s + (now - start) >= max_time_s:
+            break
+    seconds = time.perf_counter() - start
+    cell.timed_s += seconds
+    cell.windows.append(
+        {"runs": count, "seconds": round(seconds, 4), "fps": round(count / seconds, 3)}
+    )
+    if cell.timed_s >= max_time_s:
+        cell.stopped = True
+        cell.record["warnings"].append(
+            "stopped after --max-time {:.0f} s with {} timed runs".format(
+                max_time_s, len(cell.samples[0])
+            )
+        )
+    return count
+
+
+def _finish_cell(cell, image, config, snapshot, sampler):
+    """Statistics, telemetry after and during the runs, validity, the optional profile."""
+    record = cell.record
     after = snapshot(config.telemetry_root)
-    record["runs"] = done
-    record["windows"] = window_records
-    record["fps"] = round(float(statistics.median([w["fps"] for w in window_records])), 3)
-    record["stages"] = {stage: summarize(bucket) for stage, bucket in zip(STAGES, samples)}
+    record["runs"] = len(cell.samples[0])
+    record["windows"] = cell.windows
+    record["fps"] = round(float(statistics.median([w["fps"] for w in cell.windows])), 3)
+    record["stages"] = {stage: summarize(bucket) for stage, bucket in zip(STAGES, cell.samples)}
     record["samples_ms"] = {
-        stage: [round(value, 3) for value in bucket] for stage, bucket in zip(STAGES, samples)
+        stage: [round(value, 3) for value in bucket] for stage, bucket in zip(STAGES, cell.samples)
     }
-    record["faces"] = len(faces)
+    record["faces"] = len(cell.faces)
     record["peak_rss_mb"] = peak_rss_mb()
-    record["telemetry"] = {"before": before.to_dict(), "after": after.to_dict()}
-    reasons, warnings = telemetry.validity(before, after)
-    if not faces:
+    trace = sampler.trace(cell.key)
+    record["telemetry"] = {
+        "before": cell.before.to_dict(),
+        "after": after.to_dict(),
+        "trace": trace,
+    }
+    reasons, warnings = telemetry.validity(cell.before, after)
+    reasons += [r for r in telemetry.trace_validity(trace, cell.before) if r not in reasons]
+    if not cell.faces:
         reasons.append("no face found on the probe image {}".format(config.image))
     record["invalid_reasons"] += reasons
     record["warnings"] += warnings
     record["valid"] = not record["invalid_reasons"]
+    if config.profile and cell.plan.backend == "onnxruntime":
+        from .profile import profile_model
+
+        try:
+            blob = cell.detector.preprocess(image)
+            record["profile"] = profile_model(cell.plan.path, blob, cell.threads, PROFILE_RUNS)
+        except Exception as error:  # noqa: BLE001 - a profiler problem is a note, not a failure
+            record["warnings"].append("profile failed: {}".format(_first_line(error)))
+    cell.detector = None  # free the session before the next cell is finished
     return record
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+
+
+def _failed(cell, error):
+    return {
+        "status": "failed",
+        "skipped": "{}{}".format(
+            "" if isinstance(error, ModelError) else type(error).__name__ + ": ",
+            _first_line(error),
+        ),
+        "cell": cell.describe(),
+        "backend": cell.plan.backend,
+        "file": cell.plan.file,
+        "valid": False,
+    }
 
 
 def peak_rss_mb():
@@ -404,15 +517,18 @@ def _utc(seconds):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def run_bench(config, progress=None, snapshot=telemetry.snapshot):
-    """Benchmark every requested variant; returns the result record (the --json payload)."""
+def run_bench(config, progress=None, snapshot=telemetry.snapshot, sampler=None):
+    """Benchmark every requested cell (variant x size x threads); returns the --json payload.
+
+    All cells are loaded and warmed up first; then the timed windows go round the cells in
+    turn (starting one cell later each round), so drift and other load hit every cell alike.
+    """
     from .imageio import read_image
 
     started = time.time()
     manifest = load_manifest(config.models_dir)
     image = read_image(config.image)
-    names = list(config.variants or DEFAULT_VARIANTS)
-    plans = [plan_variant(name, manifest, config.models_dir, config.size) for name in names]
+    cells = plan_cells(config, manifest)
     result = {
         "format": RESULT_FORMAT,
         "tool": "retinaface.runner bench",
@@ -421,48 +537,94 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot):
         "config": dict(
             asdict(config),
             size=list(config.size),
-            variants=names,
+            sizes=[list(size) for size in config.all_sizes()],
+            thread_counts=config.all_threads(),
+            variants=list(config.variants or DEFAULT_VARIANTS),
             image_size=[int(image.shape[1]), int(image.shape[0])],
         ),
         "models": {"manifest_weights": manifest.get("weights")},
-        "order": names,
+        "order": [cell.key for cell in cells],
         "variants": {},
     }
     start = snapshot(config.telemetry_root)
     result["telemetry"] = {"start": start.to_dict()}
     result["warnings"] = host_warnings(start, os.cpu_count() or 1)
-    for index, plan in enumerate(plans):
-        tick = _Ticker(progress, {"variant": plan.name, "index": index, "count": len(plans)})
-        if plan.skipped:
-            tick("skipped", force=True)
-            result["variants"][plan.name] = {
-                "status": "skipped",
-                "skipped": plan.skipped,
-                "backend": plan.backend,
-                "file": plan.file,
-                "valid": False,
-            }
-            continue
-        try:
-            record = bench_variant(plan, image, config, tick, snapshot)
-        except Exception as error:  # noqa: BLE001 - one variant failing must not lose the others
-            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            record = {
-                "status": "failed",
-                "skipped": "{}{}".format(
-                    "" if isinstance(error, ModelError) else type(error).__name__ + ": ", detail
-                ),
-                "backend": plan.backend,
-                "file": plan.file,
-                "valid": False,
-            }
-        result["variants"][plan.name] = record
-        tick("done", force=True)
+    sampler = sampler or telemetry.Sampler(
+        config.sample_every_s,
+        lambda: telemetry.sample(config.telemetry_root),
+    )
+    sampler.start()
+    try:
+        live = _prepare_all(cells, image, config, progress, snapshot, result)
+        _timed_rounds(live, image, config, progress, sampler)
+        for index, cell in enumerate(live):
+            tick = _Ticker(progress, _event_base(cell, index, len(cells)))
+            try:
+                if cell.error is not None:
+                    raise cell.error
+                result["variants"][cell.key] = _finish_cell(cell, image, config, snapshot, sampler)
+            except Exception as error:  # noqa: BLE001 - one cell failing must not lose the others
+                result["variants"][cell.key] = _failed(cell, error)
+            tick("done", force=True, overall=1.0)
+    finally:
+        sampler.stop()
+    result["variants"] = {cell.key: result["variants"][cell.key] for cell in cells}
     result["telemetry"]["end"] = snapshot(config.telemetry_root).to_dict()
     result["host"] = host_info(config.telemetry_root)
     result["finished"] = _utc(time.time())
     result["seconds"] = round(time.time() - started, 3)
     return result
+
+
+def _event_base(cell, index, count):
+    return {"variant": cell.key, "index": index, "count": count}
+
+
+def _prepare_all(cells, image, config, progress, snapshot, result):
+    """Load and warm up every runnable cell; skipped and failed ones go straight to `result`."""
+    live = []
+    for index, cell in enumerate(cells):
+        tick = _Ticker(progress, _event_base(cell, index, len(cells)))
+        share = 0.1 * index / max(1, len(cells))
+        if cell.plan.skipped:
+            tick("skipped", force=True, overall=share)
+            result["variants"][cell.key] = {
+                "status": "skipped",
+                "skipped": cell.plan.skipped,
+                "cell": cell.describe(),
+                "backend": cell.plan.backend,
+                "file": cell.plan.file,
+                "valid": False,
+            }
+            continue
+        try:
+            _prepare_cell(cell, image, config, tick, snapshot)
+        except Exception as error:  # noqa: BLE001 - one cell failing must not lose the others
+            cell.detector = None
+            result["variants"][cell.key] = _failed(cell, error)
+            continue
+        live.append(cell)
+    return live
+
+
+def _timed_rounds(live, image, config, progress, sampler):
+    """The timed windows, round-robin over the cells (each round starts one cell later)."""
+    windows, per_window, window_time = _windows_plan(config)
+    total, done = windows * per_window * max(1, len(live)), 0
+    for round_index in range(windows):
+        shift = round_index % max(1, len(live))
+        for cell in live[shift:] + live[:shift]:
+            if cell.stopped:
+                continue
+            sampler.label = cell.key
+            try:
+                done += _run_window(cell, image, per_window, window_time, config.max_time_s)
+            except Exception as error:  # noqa: BLE001 - one cell failing must not lose the others
+                cell.error, cell.stopped = error, True
+            sampler.label = None
+            overall = 0.1 + 0.9 * min(1.0, done / float(total or 1))
+            tick = _Ticker(progress, _event_base(cell, live.index(cell), len(live)))
+            tick("timed", min(done, total), total, force=True, overall=round(overall, 4))
 
 
 # --- command line ----------------------------------------------------------------------
@@ -480,6 +642,30 @@ def _variants(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _list_of(parse):
+    """An argparse type for `A` or `A,B,...` (no duplicates), each item parsed by `parse`."""
+
+    def parse_list(text):
+        items = [parse(part.strip()) for part in str(text).split(",") if part.strip()]
+        if not items:
+            raise ValueError("empty list")
+        unique = []
+        for item in items:
+            if item not in unique:
+                unique.append(item)
+        return unique
+
+    parse_list.__name__ = getattr(parse, "__name__", "value") + " list"
+    return parse_list
+
+
 def add_parser(commands, size_type):
     """Add the `bench` subcommand to the runner's argparse subparsers."""
     bench = commands.add_parser(
@@ -495,9 +681,27 @@ def add_parser(commands, size_type):
         ),
     )
     bench.add_argument(
-        "--size", type=size_type, default=DEFAULT_SIZE, help="input WIDTHxHEIGHT (default 640x480)"
+        "--size",
+        type=_list_of(size_type),
+        default=[DEFAULT_SIZE],
+        help="input WIDTHxHEIGHT, or a comma list to sweep (default 640x480)",
     )
-    bench.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
+    bench.add_argument(
+        "--threads",
+        type=_list_of(_positive_int),
+        help="inference threads, or a comma list to sweep (default: runtime's)",
+    )
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="run each ONNX variant through onnxruntime's profiler: operators executed",
+    )
+    bench.add_argument(
+        "--sample-every",
+        type=float,
+        default=DEFAULT_SAMPLE_EVERY,
+        help="seconds between telemetry samples during timed runs; 0: off (default %(default)s)",
+    )
     bench.add_argument(
         "--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up runs (default %(default)s)"
     )
@@ -546,8 +750,12 @@ def config_from_args(args):
         models_dir=args.models,
         image=args.image,
         variants=args.variants,
-        size=tuple(args.size),
-        threads=args.threads,
+        size=tuple(args.size[0]),
+        threads=args.threads[0] if args.threads else None,
+        sizes=[tuple(size) for size in args.size],
+        thread_counts=list(args.threads) if args.threads else None,
+        profile=args.profile,
+        sample_every_s=max(0.0, args.sample_every),
         warmup=args.warmup,
         runs=args.runs,
         windows=args.windows,
@@ -596,6 +804,9 @@ def main_bench(args):
     from .imageio import write_json
 
     config = config_from_args(args)
+    # Like onnxruntime's spinning, torch's OpenMP workers busy-wait after a run and would steal
+    # the cores of the cell that takes the next turn.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     result = run_bench(config, progress=file_progress(args.progress) if args.progress else None)
     if args.json:
         write_json(args.json, result)

@@ -31,5 +31,6 @@ RUNTIME_MODULES = (
     "runner",
     "bench",
     "telemetry",
+    "profile",
     "model",
 )

@@ -268,3 +268,92 @@ def pi_model(root="/"):
     if not text:
         return None
     return text.replace("\x00", "").strip() or None
+
+
+def sample(root="/", vcgencmd=run_vcgencmd, clock=time.time):
+    """A light reading for the during-run trace: time, °C, throttle bits, clock (MHz)."""
+    throttled = parse_throttled(vcgencmd(["get_throttled"]))
+    if throttled is None:
+        throttled, _ = read_sysfs_throttled(root)
+    clock_mhz = parse_clock(vcgencmd(["measure_clock", "arm"]))
+    if clock_mhz is None:
+        clock_mhz = read_cpufreq(root)[1]
+    return {
+        "t": round(clock(), 3),
+        "temperature_c": read_temperature(root, vcgencmd),
+        "throttled": throttled,
+        "clock_mhz": clock_mhz,
+    }
+
+
+class Sampler(object):
+    """Samples telemetry every `every_s` seconds in a background thread while the benchmark
+    runs; each sample is tagged with the label (the cell being timed) current at that moment,
+    so a throttle in the middle of a variant is seen, not only before and after it."""
+
+    def __init__(self, every_s=1.0, read=None):
+        import threading
+
+        self.every_s = float(every_s)
+        self.read = read or sample
+        self.samples = []
+        self.label = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="telemetry-sampler")
+        self._thread.daemon = True
+
+    def start(self):
+        if self.every_s > 0:
+            self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.is_set():
+            label = self.label
+            if label is not None:
+                try:
+                    reading = self.read()
+                except Exception:  # noqa: BLE001 - telemetry must never stop the benchmark
+                    reading = None
+                if reading is not None:
+                    self.samples.append(dict(reading, label=label))
+            self._stop.wait(self.every_s)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        return self.samples
+
+    def trace(self, label):
+        """The samples taken while `label` ran, oldest first."""
+        return [
+            {k: v for k, v in s.items() if k != "label"}
+            for s in self.samples
+            if s["label"] == label
+        ]
+
+
+def trace_validity(trace, before):
+    """Reasons a cell is invalid from its during-run samples: throttle bits that differ from
+    the value before the cell started, or a current throttle bit set in any sample."""
+    reasons = []
+    base = None if before is None else before.throttled
+    for reading in trace:
+        value = reading.get("throttled")
+        if value is None:
+            continue
+        if base is not None and value != base:
+            reasons.append(
+                "throttle bits changed during the timed runs: 0x{:x} -> 0x{:x} ({})".format(
+                    base, value, ", ".join(throttle_flags((base ^ value) & value)) or "bits cleared"
+                )
+            )
+            break
+        if value & CURRENT_MASK:
+            reasons.append(
+                "throttled during the timed runs: "
+                + ", ".join(throttle_flags(value & CURRENT_MASK))
+            )
+            break
+    return reasons
