@@ -10,6 +10,7 @@ study's Pi 4 numbers and published peer numbers (../shared/FACTS.md) are referen
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -543,8 +544,15 @@ def _nice_max(value: float) -> float:
 # --- rendering -----------------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_field(value) -> str:
+    """One CSV cell; a host's text that a spreadsheet would run as a formula gets a leading `'`."""
     text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        text = "'" + text  # OWASP's CSV-injection advice; numbers like -1.5 stay numbers
     if any(ch in text for ch in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
     return text
