@@ -558,6 +558,12 @@ def _csv_field(value) -> str:
     return text
 
 
+def _md_cell(value) -> str:
+    """Text for a Markdown table cell or line: HTML escaped (forges render inline HTML), one line."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;")  # no tag or entity can open
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     """StrictUndefined; HTML templates autoescape (host names and messages come from hosts)."""
@@ -570,7 +576,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["csv"] = _csv_field
-    env.filters["md"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+    env.filters["md"] = _md_cell
     return env
 
 

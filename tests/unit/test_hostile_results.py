@@ -70,3 +70,18 @@ def test_csv_cells_from_hosts_cannot_be_formulas(tmp_path):
     fp32 = next(r for r in rows if r["variant"] == "fp32" and r["stage"] == "e2e")
     assert fp32["backend"] == "'=1+1"
     assert float(fp32["p50"]) == pytest.approx(GOOD["variants"]["fp32"]["stages"]["e2e"]["p50"])
+
+
+def test_markdown_escapes_html_from_hosts(tmp_path):
+    data = crafted(
+        **{"host.cpu": "<script>alert(1)</script>", "warnings": ['"><svg onload=alert(2)>']}
+    )
+    data["variants"]["int8"].update(status="skipped", skipped="<img src=x onerror=alert(3)>")
+    data["inventory_host"] = "<b>pi</b>"
+    write_host(tmp_path, "pi", data)
+    text = render_tables(load_results(tmp_path), "t")["table.md"]
+    assert "<" not in text
+    assert "&lt;script>alert(1)&lt;/script>" in text
+    assert '- warning: ">&lt;svg onload=alert(2)>' in text
+    assert "## &lt;b>pi&lt;/b>" in text
+    assert "int8: skipped — &lt;img src=x onerror=alert(3)>" in text
