@@ -736,8 +736,12 @@ def report(c, results_dir, compare=None):
     files = render_reports(folder)
     print(files.markdown)
     print(f"wrote {', '.join(str(path) for path in files.paths)}")
+    for line in files.failures:
+        print(f"left out: {line}")
     if compare:
         text = compare_runs(folder, compare)
         path = write_atomic(files.directory / "compare.md", text)
         print(text)
         print(f"wrote {path}")
+    if files.failures:
+        raise Exit(code=2)

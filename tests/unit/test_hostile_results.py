@@ -8,11 +8,15 @@ import copy
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from deploy.errors import DeployError
 from deploy.report import load_results, render_tables
+from tests.paths import REPO
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 GOOD = json.loads((GOLDEN / "bench-runs" / "local" / "bench.json").read_text())
@@ -85,3 +89,88 @@ def test_markdown_escapes_html_from_hosts(tmp_path):
     assert '- warning: ">&lt;svg onload=alert(2)>' in text
     assert "## &lt;b>pi&lt;/b>" in text
     assert "int8: skipped — &lt;img src=x onerror=alert(3)>" in text
+
+
+BAD_FILES = [
+    ('"p90": Infinity', "variants.fp32.stages.e2e.p90", "not JSON (Infinity"),
+    ("versions as a list", "host.versions", "is not an object"),
+    ("fps NaN", "variants.fp32.fps", "not JSON (NaN"),
+    ("size as text", "config.size", "is not a [width, height] pair"),
+    ("faces a float", "variants.fp32.faces", "is not an integer"),
+    ("valid as text", "variants.fp32.valid", "is not a bool"),
+    ("huge cpu name", "host.cpu", "is longer than"),
+    ("warnings a dict", "warnings", "is not a list"),
+    ("loadavg text", "telemetry.start.loadavg[0]", "is missing or not a number"),
+    ("p50 negative", "variants.fp32.stages.pre.p50", "is below 0"),
+    ("p90 1e999", "variants.fp32.stages.e2e.p90", "is not a finite number"),
+]
+
+
+def bad_file(kind: str) -> str:
+    data = crafted()
+    fp32 = data["variants"]["fp32"]
+    if kind.startswith('"p90"'):
+        return json.dumps(data).replace(
+            f'"p90": {json.dumps(fp32["stages"]["e2e"]["p90"])}', '"p90": Infinity', 1
+        )
+    if kind == "fps NaN":
+        fp32["fps"] = float("nan")
+        return json.dumps(data)
+    if kind == "p90 1e999":
+        return json.dumps(data).replace(
+            f'"p90": {json.dumps(fp32["stages"]["e2e"]["p90"])}', '"p90": 1e999', 1
+        )
+    changes = {
+        "versions as a list": ("host.versions", ["onnxruntime", "1.8"]),
+        "size as text": ("config.size", "640x480"),
+        "faces a float": ("variants.fp32.faces", 1.5),
+        "valid as text": ("variants.fp32.valid", "yes"),
+        "huge cpu name": ("host.cpu", "x" * 100000),
+        "warnings a dict": ("warnings", {"a": 1}),
+        "loadavg text": ("telemetry.start.loadavg", ["high"]),
+        "p50 negative": ("variants.fp32.stages.pre.p50", -1.0),
+    }
+    key, value = changes[kind]
+    return json.dumps(crafted(**{key: value}))
+
+
+@pytest.mark.parametrize("kind, field, words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_a_crafted_bench_json_is_one_line_naming_the_field(tmp_path, kind, field, words):
+    path = write_host(tmp_path, "pi", bad_file(kind))
+    with pytest.raises(DeployError) as error:
+        load_results(tmp_path)
+    message = str(error.value)
+    assert message.startswith(str(path)) and words in message and "\n" not in message
+    if "not JSON" not in words:
+        assert f"field {field} " in message
+
+
+def test_report_renders_the_good_hosts_and_names_the_bad_ones(tmp_path):
+    """`invoke report` once died with a traceback on one bad host and wrote nothing."""
+    run = tmp_path / "run"
+    write_host(run, "pi-inf", bad_file('"p90": Infinity'))
+    write_host(run, "pi-list", bad_file("versions as a list"))
+    write_host(run, "pi-good", crafted())
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "report", str(run)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    left_out = [line for line in result.stdout.splitlines() if line.startswith("left out: ")]
+    assert len(left_out) == 2
+    assert "pi-inf/bench.json: not JSON (Infinity" in left_out[0]
+    assert "pi-list/bench.json: field host.versions is not an object" in left_out[1]
+    table = (run / "table.md").read_text()
+    assert "## pi-good" in table and "pi-inf" not in table and "pi-list" not in table
+    assert sorted(p.name for p in run.iterdir()) == [
+        "pi-good",
+        "pi-inf",
+        "pi-list",
+        "report.html",
+        "table.csv",
+        "table.md",
+    ]
