@@ -7,10 +7,12 @@ directory, or serves keys the way an impostor would, and checks the tool refuses
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from deploy.commands import deploy
+from tests.ssh.test_deploy_ssh import changed_models
 
 pytestmark = pytest.mark.ssh
 
@@ -32,3 +34,64 @@ def test_a_release_name_with_a_bar_does_not_break_the_state_probe(lab, models_di
     assert result.exit_code == 0, result.recap()
     current = os.readlink(lab.deploy_dir("pi-bar") / "current")
     assert current == f"releases/{result.reports[0].result.release_id}"
+
+
+@pytest.mark.parametrize(
+    "plant, words",
+    [
+        ("releases-link", "releases is a symlink where a directory belongs"),
+        ("dir-link", "retinaface-pi is a symlink where a directory belongs"),
+        ("current-dir", "current is not a symlink"),
+    ],
+)
+def test_a_planted_layout_is_refused_and_left_alone(lab, models_dir, plant, words):
+    """`releases` planted as a symlink once sent the release elsewhere and pruned files there."""
+    lab.add("pi-lay")
+    lab.trust("pi-lay")
+    where = lab.deploy_dir("pi-lay")
+    victim = lab.root / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me\n")
+    if plant == "releases-link":
+        where.mkdir(parents=True)
+        (where / "releases").symlink_to(victim)
+    elif plant == "dir-link":
+        where.parent.mkdir(parents=True)
+        where.symlink_to(victim)
+    else:
+        (where / "current").mkdir(parents=True)
+    result = run_deploy(lab, "pi-lay", models_dir)
+    report = result.reports[0]
+    assert (report.status, result.exit_code) == ("failed", 2), report.message
+    assert words in report.message and "\n" not in report.message
+    assert "not made by deploy" in report.message
+    assert sorted(os.listdir(victim)) == ["precious.txt"]
+    assert not (lab.root / "hosts" / "pi-lay" / "retinaface-pi" / "venv").exists()
+
+
+def test_prune_touches_only_release_ids(lab, models_dir, tmp_path):
+    """An entry named " " with keep_releases 1 once made the prune `rm -rf "$dir/releases/"`."""
+    lab.add("pi-prune")
+    lab.trust("pi-prune")
+    text = lab.inventory.read_text().replace(
+        "    user: root", "    user: root\n    keep_releases: 1"
+    )
+    lab.inventory.write_text(text)
+    where = lab.deploy_dir("pi-prune")
+    first = run_deploy(lab, "pi-prune", models_dir)
+    assert first.exit_code == 0, first.recap()
+    old = first.reports[0].result.release_id
+    for name in (" ", "not-ours", "-rf", "a\nb"):
+        (where / "releases" / name).mkdir()
+        (where / "releases" / name / "file").write_text("not the deploy's\n")
+        os.utime(where / "releases" / name, (1, 1))  # oldest: first in line for the prune
+    second = run_deploy(lab, "pi-prune", changed_models(models_dir, tmp_path / "m2"))
+    assert second.exit_code == 0, second.recap()
+    new = second.reports[0].result.release_id
+    assert second.reports[0].result.pruned == [old]
+    assert sorted(os.listdir(where / "releases")) == sorted([" ", "-rf", "a\nb", "not-ours", new])
+    assert (where / "releases" / " " / "file").is_file()
+    check = subprocess.run(
+        ["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=where / "current", capture_output=True
+    )
+    assert check.returncode == 0, check.stdout
