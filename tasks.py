@@ -6,10 +6,12 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for the flags of one.
 from __future__ import annotations
 
 import functools
+import sys
 
 from invoke import Exit, task
 
 from deploy.errors import DeployError, InventoryError
+from deploy.terminal import SafeStream, safe_text
 from pi_setup.errors import EmulatorError, WheelError
 from retinaface.errors import ModelError
 
@@ -17,16 +19,25 @@ USER_ERRORS = (ModelError, InventoryError, DeployError, WheelError, EmulatorErro
 
 
 def user_errors(func):
-    """Turn a user error into one clear line on stderr and exit code 1 (no traceback)."""
+    """Turn a user error into one clear line on stderr and exit code 1 (no traceback).
+
+    Everything the task prints goes through `safe_text`: hosts' text cannot reach the terminal
+    as escape sequences.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        stdout = sys.stdout
+        sys.stdout = SafeStream(stdout)
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as error:
-            raise Exit(f"error: {error}", code=1) from None
+            raise Exit(safe_text(f"error: {error}"), code=1) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
 
     return wrapper
 
@@ -630,7 +641,7 @@ def _bench_progress():
                     pct = int(100 * (event["index"] + part) / event["count"])
                     bar.update(max(0, pct - bar.n))
                     count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
-                    bar.set_postfix_str(f"{event['variant']} {phase}{count}")
+                    bar.set_postfix_str(safe_text(f"{event['variant']} {phase}{count}"))
                 elif stage == "done":
                     bar.update(100 - bar.n)
                     bar.set_postfix_str("done")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from deploy.commands import deploy
+from tests.paths import REPO
 from tests.ssh.test_deploy_ssh import changed_models
 
 pytestmark = pytest.mark.ssh
@@ -95,3 +97,30 @@ def test_prune_touches_only_release_ids(lab, models_dir, tmp_path):
         ["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=where / "current", capture_output=True
     )
     assert check.returncode == 0, check.stdout
+
+
+def test_facts_from_a_host_print_no_escape_sequence(lab, tmp_path):
+    """What the host's interpreter prints reaches `invoke facts`; its escapes must stay inert."""
+    lab.add("pi-esc")
+    lab.trust("pi-esc")
+    fake = tmp_path / "fake-python3"
+    fake.write_text(
+        "#!/bin/bash\ncat > /dev/null\n"
+        "printf 'python_version=3.9.2\\033[2J\\033[HFAKE: all targets met\\007\\n'\n"
+        "printf 'python_tag=cp39\\nplatform_tag=linux_armv7l\\n'\n"
+    )
+    fake.chmod(0o755)
+    lab.inventory.write_text(
+        lab.inventory.read_text().replace(f"python: {sys.executable}", f"python: {fake}")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "facts", "--host", "pi-esc"]
+        + ["--inventory", str(lab.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "3.9.2\\x1b[2J\\x1b[HFAKE: all targets met\\x07 at" in result.stdout

@@ -174,3 +174,46 @@ def test_report_renders_the_good_hosts_and_names_the_bad_ones(tmp_path):
         "table.csv",
         "table.md",
     ]
+
+
+ESCAPES = "\x1b[2J\x1b[HFAKE: all targets met\x07\x9b31m\u202e"
+
+
+def invoke(*argv):
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_safe_text_shows_control_characters():
+    from deploy.terminal import safe_text
+
+    assert (
+        safe_text("a\x1b[2Jb\tc\nd\re\x7f\x9b\u202ef") == "a\\x1b[2Jb\tc\nd\\x0de\\x7f\\x9b\\u202ef"
+    )
+    assert safe_text("plain ünïcode — 12 ms") == "plain ünïcode — 12 ms"
+
+
+def test_report_prints_no_escape_sequence_from_a_host(tmp_path):
+    """A warning with an escape sequence once cleared the screen and printed a fake verdict."""
+    data = crafted(**{"warnings": [ESCAPES], "host.cpu": ESCAPES})
+    write_host(tmp_path / "run", "pi", data)
+    result = invoke("report", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    for char in "\x1b\x07\x9b\u202e":
+        assert char not in result.stdout + result.stderr
+    assert "\\x1b[2J\\x1b[HFAKE: all targets met\\x07\\x9b31m\\u202e" in result.stdout
+
+
+def test_an_error_line_from_a_host_prints_no_escape_sequence(tmp_path):
+    data = crafted()
+    data["order"].append("\x1b]0;owned\x07ghost")
+    write_host(tmp_path / "run", "pi", data)
+    result = invoke("report", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "field variants.\\x1b]0;owned\\x07ghost is missing" in result.stderr
