@@ -78,18 +78,20 @@ def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResul
         return TrustResult(host.name, "local", "-", "-", "local")
     key_name, key = fetch_host_key(host)
     result = TrustResult(host.name, key_name, key.get_name(), fingerprint(key), "recorded")
-    for path, entry in _known_entries(key_name):
-        recorded = entry.get(key.get_name())
-        if recorded is None:
-            continue
-        if recorded == key:
+    entries = _known_entries(key_name)
+    for path, entry in entries:
+        if entry.get(key.get_name()) == key:
             return TrustResult(**{**result.__dict__, "status": "already-trusted", "file": path})
-        raise ChangedHostKeyError(
-            f"{host.name} ({key_name}): HOST KEY CHANGED — it presents {key.get_name()} "
-            f"{fingerprint(key)} but {path} records {fingerprint(recorded)}. Not replacing it. "
-            f"If the host was reinstalled: `ssh-keygen -R '{key_name}' -f {path}`, then run "
-            "trust-host again"
-        )
+    # Any key on record and a different one offered is a changed key, whatever its type: an
+    # impostor that offers only another algorithm must not get its key recorded.
+    for path, entry in entries:
+        for kind, recorded in entry.items():
+            raise ChangedHostKeyError(
+                f"{host.name} ({key_name}): HOST KEY CHANGED — it presents {key.get_name()} "
+                f"{fingerprint(key)} but {path} records {kind} {fingerprint(recorded)}. "
+                f"Not replacing it. If the host was reinstalled: "
+                f"`ssh-keygen -R '{key_name}' -f {path}`, then run trust-host again"
+            )
     if not confirm(result):
         return TrustResult(**{**result.__dict__, "status": "declined"})
     target = project_known_hosts()

@@ -14,6 +14,7 @@ import pytest
 
 from deploy.commands import deploy
 from tests.paths import REPO
+from tests.ssh.sshd import keygen
 from tests.ssh.test_deploy_ssh import changed_models
 
 pytestmark = pytest.mark.ssh
@@ -124,3 +125,31 @@ def test_facts_from_a_host_print_no_escape_sequence(lab, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     assert "3.9.2\\x1b[2J\\x1b[HFAKE: all targets met\\x07 at" in result.stdout
+
+
+def test_trust_host_refuses_an_impostor_key_of_another_type(lab, client_env, tmp_path):
+    """ed25519 on record, the server offers only ECDSA: `--yes` once recorded the impostor."""
+    server = lab.add("pi-imp", start=False)
+    server.host_key = server.root / "ssh_host_ecdsa_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(server.host_key)], check=True
+    )
+    server.start()
+    genuine = keygen(tmp_path / "genuine_ed25519")
+    kind, b64 = genuine.with_suffix(".pub").read_text().split()[:2]
+    client_env.parent.mkdir(parents=True)
+    client_env.write_text(f"[127.0.0.1]:{server.port} {kind} {b64}\n")
+    before = client_env.read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "trust-host", "--host", "pi-imp", "--yes"]
+        + ["--inventory", str(lab.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "HOST KEY CHANGED" in lines[0], result.stderr
+    assert "ecdsa-sha2-nistp256" in lines[0] and "records ssh-ed25519" in lines[0]
+    assert client_env.read_text() == before
