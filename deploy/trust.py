@@ -47,8 +47,13 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
     conn = fabric_connection(host, timeout)
     key_name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
     try:
-        sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
-    except OSError as error:
+        # The same way in as a deploy: ProxyCommand, or ProxyJump through checked jump hosts.
+        if conn.gateway:
+            sock = conn.open_gateway()
+        else:
+            sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        _close_gateway(conn)
         raise _connect_error(host, conn, error) from None
     transport = paramiko.Transport(sock)
     try:
@@ -66,7 +71,16 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
         raise _connect_error(host, conn, error) from None
     finally:
         transport.close()
+        _close_gateway(conn)
     return key_name, key
+
+
+def _close_gateway(conn) -> None:
+    """Close the ProxyJump hops `open_gateway` opened (a ProxyCommand ends with its socket)."""
+    hop = conn.gateway
+    while hop and not isinstance(hop, str):
+        hop.close()
+        hop = hop.gateway
 
 
 def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResult:

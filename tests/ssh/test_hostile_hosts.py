@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from deploy.commands import deploy
+from deploy.connection import open_host
+from deploy.errors import UnknownHostKeyError
+from deploy.inventory import load_inventory
 from tests.paths import REPO
 from tests.ssh.sshd import keygen
 from tests.ssh.test_deploy_ssh import changed_models
@@ -153,3 +157,91 @@ def test_trust_host_refuses_an_impostor_key_of_another_type(lab, client_env, tmp
     assert len(lines) == 1 and "HOST KEY CHANGED" in lines[0], result.stderr
     assert "ecdsa-sha2-nistp256" in lines[0] and "records ssh-ed25519" in lines[0]
     assert client_env.read_text() == before
+
+
+RELAY = """import socket, sys, threading
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def pump():
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+threading.Thread(target=pump, daemon=True).start()
+while True:
+    data = sys.stdin.buffer.read1(65536)
+    if not data:
+        break
+    sock.sendall(data)
+"""
+
+
+def jump_lab(lab, tmp_path, how: str):
+    """A target reachable only as the ssh_config alias `pi-behind`, via ProxyJump or ProxyCommand."""
+    jump = lab.add("jump")
+    target = lab.add("target")
+    home = Path(os.environ["HOME"])
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    if how == "jump":
+        # `localhost`: Fabric drops a hop whose name equals the target's (127.0.0.1).
+        route = f"    HostName 127.0.0.1\n    ProxyJump root@localhost:{jump.port}\n"
+    else:
+        relay = tmp_path / "relay.py"
+        relay.write_text(RELAY)
+        route = (
+            f"    HostName pi.invalid\n    ProxyCommand {sys.executable} {relay} {target.port}\n"
+        )
+    (home / ".ssh" / "config").write_text(
+        f"Host pi-behind\n{route}\nHost *\n    IdentityFile {lab.client_key}\n"
+    )
+    lab.inventory.write_text(
+        "all:\n  hosts:\n"
+        f"    pi-behind: {{address: pi-behind, port: {target.port}, user: root,"
+        f" key_file: {lab.client_key}, deploy_dir: {lab.deploy_dir('pi-behind')}}}\n"
+    )
+    return jump, target
+
+
+def trust_cli(lab, name):
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "trust-host", "--host", name, "--yes"]
+        + ["--inventory", str(lab.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_an_unknown_proxyjump_host_is_refused(lab, tmp_path, client_env):
+    """Fabric built the jump hop with AutoAddPolicy: an impostor jump host was never noticed."""
+    jump_lab(lab, tmp_path, "jump")
+    lab.trust("target")  # the target is known, the jump host is not
+    host = load_inventory(str(lab.inventory)).select("pi-behind")[0]
+    with pytest.raises(UnknownHostKeyError) as error:
+        open_host(host).close()
+    message = str(error.value)
+    jump = lab.servers["jump"]
+    assert f"jump host root@localhost:{jump.port}" in message and "unknown host key" in message
+    before = client_env.read_text()
+    refused = trust_cli(lab, "pi-behind")  # trust-host goes the same way: refused too
+    assert refused.returncode == 1 and "jump host root@localhost" in refused.stderr
+    assert client_env.read_text() == before
+
+    with open(client_env, "a") as known:  # once the jump host is known, the same route works
+        known.write(jump.known_hosts_line.replace("[127.0.0.1]", "[localhost]"))
+    with open_host(host) as conn:
+        assert conn.run("echo via-jump").stdout.strip() == "via-jump"
+
+
+def test_trust_host_fetches_the_key_through_proxycommand(lab, tmp_path, client_env):
+    """trust-host opened a raw socket to `pi.invalid` and ignored the configured ProxyCommand."""
+    _, target = jump_lab(lab, tmp_path, "command")
+    result = trust_cli(lab, "pi-behind")
+    assert result.returncode == 0, result.stderr
+    kind, b64 = target.host_key.with_suffix(".pub").read_text().split()[:2]
+    assert client_env.read_text() == f"[pi.invalid]:{target.port} {kind} {b64}\n"
+    host = load_inventory(str(lab.inventory)).select("pi-behind")[0]
+    with open_host(host) as conn:
+        assert conn.run("echo via-command").stdout.strip() == "via-command"
