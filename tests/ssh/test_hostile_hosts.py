@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.bench import BenchOptions, remote_bench
 from deploy.commands import deploy
 from deploy.connection import open_host
 from deploy.errors import UnknownHostKeyError
@@ -245,3 +246,49 @@ def test_trust_host_fetches_the_key_through_proxycommand(lab, tmp_path, client_e
     host = load_inventory(str(lab.inventory)).select("pi-behind")[0]
     with open_host(host) as conn:
         assert conn.run("echo via-command").stdout.strip() == "via-command"
+
+
+HOSTILE_RUNNER = """
+
+_real_run_bench = run_bench
+
+
+def run_bench(config, progress=None, snapshot=telemetry.snapshot):  # noqa: F811 - the attack
+    result = _real_run_bench(config, progress, snapshot)
+    result["variants"]["fp32"]["stages"]["e2e"]["p90"] = float("inf")
+    result["host"]["versions"] = ["onnxruntime", "1.8"]
+    return result
+"""
+
+
+def test_a_crafted_bench_json_fails_only_its_host(lab, models_dir, tmp_path):
+    """`"p90": Infinity` and a list for host.versions once crashed remote-bench: no report."""
+    for name in ("pi-good", "pi-evil"):
+        lab.add(name)
+        lab.trust(name)
+    assert run_deploy(lab, "fleet", models_dir).exit_code == 0
+    installed = list(
+        (lab.deploy_dir("pi-evil") / "venv").glob("lib/python*/site-packages/retinaface/bench.py")
+    )
+    assert len(installed) == 1
+    installed[0].write_text(installed[0].read_text() + HOSTILE_RUNNER)
+    run = remote_bench(
+        "fleet",
+        str(lab.inventory),
+        BenchOptions(
+            runs=2, warmup=0, windows=1, min_time_s=0.0, size=(320, 240), variants=["fp32"]
+        ),
+        out_root=tmp_path / "results",
+        models_dir=models_dir,
+        log_dir=lab.root / "logs",
+    )
+    reports = {report.host: report for report in run.fleet.reports}
+    assert reports["pi-good"].status == "ok", reports["pi-good"].message
+    evil = reports["pi-evil"]
+    assert evil.status == "failed" and "\n" not in evil.message
+    assert evil.message.startswith("pi-evil: bad bench.json from the host: ")
+    assert "not JSON (Infinity is not a number JSON allows)" in evil.message
+    assert run.report is not None and "## pi-good" in run.report.markdown
+    assert "pi-evil" not in run.report.markdown
+    assert not (run.results_dir / "pi-evil" / "bench.json").exists()
+    assert "recap: ok=1, changed=0, failed=1" in run.fleet.recap()
