@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import invoke
 from invoke import Exit
@@ -14,6 +15,7 @@ from invoke.exceptions import ParseError
 from invoke.parser import Argument
 
 from deploy.errors import DeployError, InventoryError
+from deploy.terminal import SafeStream, safe_text
 from pi_setup.errors import EmulatorError, WheelError
 from retinaface.errors import ModelError
 
@@ -21,16 +23,25 @@ USER_ERRORS = (ModelError, InventoryError, DeployError, WheelError, EmulatorErro
 
 
 def user_errors(func):
-    """Turn a user error into one clear line on stderr and exit code 1 (no traceback)."""
+    """Turn a user error into one clear line on stderr and exit code 1 (no traceback).
+
+    Everything the task prints goes through `safe_text`: hosts' text cannot reach the terminal
+    as escape sequences.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        stdout = sys.stdout
+        sys.stdout = SafeStream(stdout)
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as error:
-            raise Exit(f"error: {error}", code=1) from None
+            raise Exit(safe_text(f"error: {error}"), code=1) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
 
     return wrapper
 
@@ -798,7 +809,7 @@ def _bench_progress():
                         pct = int(100 * min(1.0, max(0.0, float(event["overall"]))))
                     bar.update(max(0, pct - bar.n))
                     count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
-                    bar.set_postfix_str(f"{event['variant']} {phase}{count}")
+                    bar.set_postfix_str(safe_text(f"{event['variant']} {phase}{count}"))
                 elif stage == "done":
                     bar.update(100 - bar.n)
                     bar.set_postfix_str("done")
@@ -938,8 +949,12 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
     files = render_reports(folder, target_fps=fps)
     print(files.markdown)
     print(f"wrote {', '.join(str(path) for path in files.paths)}")
+    for line in files.failures:
+        print(f"left out: {line}")
     if compare:
         text = compare_runs(folder, compare)
         path = write_atomic(files.directory / "compare.md", text)
         print(text)
         print(f"wrote {path}")
+    if files.failures:
+        raise Exit(code=2)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from deploy.bench_schema import read_bench
 from deploy.commands import log_dir_for
 from deploy.connection import HostConnection
 from deploy.deploy import deploy_host
@@ -253,7 +254,10 @@ def bench_host(
     left = options.timeout_s - (time.monotonic() - started)  # --timeout covers the pull too
     conn.get(remote, staging, max_bytes=BENCH_JSON_MAX_BYTES, timeout=max(left, PULL_GRACE_S))
     try:
-        data = json.loads(staging.read_text())
+        try:
+            data = read_bench(staging)  # the host wrote it: size, types and numbers checked
+        except DeployError as error:
+            raise DeployError(f"{host.name}: bad bench.json from the host: {error}") from None
         data["inventory_host"] = host.name
         data["facts"] = facts.summary()
         data["deploy"] = {

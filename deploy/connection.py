@@ -489,7 +489,6 @@ class SSHConnection(HostConnection):
 
 def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
     """A not-yet-opened Fabric Connection for `host` with RejectPolicy and our known hosts."""
-    import paramiko
     from fabric import Config, Connection
 
     if host.is_local:
@@ -515,7 +514,15 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
         connect_kwargs=connect_kwargs,
         forward_agent=False,  # never lend the user's agent to a host (ForwardAgent in ~/.ssh/config)
     )
-    client = conn.client
+    _verify_host_keys(conn.client)
+    _harden_jump_hosts(conn, connect_kwargs, connect_timeout)
+    return conn
+
+
+def _verify_host_keys(client) -> None:
+    """Our known hosts (the user's and the project's) and RejectPolicy on a Paramiko client."""
+    import paramiko
+
     for path in known_hosts_files():
         if path.is_file():
             try:
@@ -523,7 +530,38 @@ def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
             except (OSError, paramiko.SSHException) as error:
                 raise DeployError(f"{path}: cannot read known hosts: {error}") from None
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    return conn
+
+
+def _harden_jump_hosts(conn, connect_kwargs: dict, connect_timeout: float) -> None:
+    """ProxyJump hops from ~/.ssh/config get the same checks as the host itself.
+
+    Fabric builds each hop as a plain Connection with AutoAddPolicy and no known hosts, so a
+    jump host's key would never be checked; ProxyCommand is the user's own command and stays.
+    """
+    from fabric import Connection
+
+    hop = conn.gateway
+    while isinstance(hop, Connection):
+        _verify_host_keys(hop.client)
+        hop.connect_timeout = connect_timeout
+        for key in ("banner_timeout", "auth_timeout", "channel_timeout"):
+            hop.connect_kwargs[key] = connect_kwargs[key]
+        hop = hop.gateway
+
+
+def _failed_jump_host(conn):
+    """The ProxyJump hop that could not be opened, if the failure was on the way there."""
+    from fabric import Connection
+
+    hop = conn.gateway
+    while isinstance(hop, Connection):
+        if not hop.is_connected:
+            inner = hop.gateway
+            while isinstance(inner, Connection) and not inner.is_connected:
+                hop, inner = inner, inner.gateway
+            return hop
+        hop = hop.gateway
+    return None
 
 
 def key_is_encrypted(path: Path) -> bool:
@@ -559,6 +597,9 @@ def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
 
     where = f"{host.name} ({conn.user}@{conn.host}:{conn.port})"
     key_name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+    jump = _failed_jump_host(conn)
+    if jump is not None:
+        return _jump_error(host, jump, error)
     if isinstance(error, paramiko.BadHostKeyException):
         return ChangedHostKeyError(
             f"{where}: HOST KEY CHANGED — the host presented {error.key.get_name()} "
@@ -600,6 +641,31 @@ def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
         return UnreachableError(f"{where}: unreachable: cannot resolve {conn.host}")
     if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
         return UnreachableError(f"{where}: unreachable: connection refused")
+    return UnreachableError(f"{where}: unreachable: {type(error).__name__}: {error}")
+
+
+def _jump_error(host: Host, jump, error: BaseException) -> DeployError:
+    """A failure at a ProxyJump hop (from ~/.ssh/config), named as the hop's."""
+    import paramiko
+
+    where = (
+        f"{host.name}: jump host {jump.user}@{jump.host}:{jump.port} (ProxyJump in ~/.ssh/config)"
+    )
+    key_name = jump.host if jump.port == 22 else f"[{jump.host}]:{jump.port}"
+    if isinstance(error, paramiko.BadHostKeyException):
+        return ChangedHostKeyError(
+            f"{where}: HOST KEY CHANGED — it presented {error.key.get_name()} "
+            f"{fingerprint(error.key)} but {fingerprint(error.expected_key)} is recorded. "
+            "Refusing to connect (this can be an interception)"
+        )
+    if isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(error):
+        return UnknownHostKeyError(
+            f"{where}: unknown host key for {key_name} (not in "
+            f"{' or '.join(map(str, known_hosts_files()))}); check it and record it, e.g. add "
+            "the jump host to the inventory and run `invoke trust-host` for it"
+        )
+    if isinstance(error, paramiko.AuthenticationException):
+        return AuthenticationError(f"{where}: authentication failed")
     return UnreachableError(f"{where}: unreachable: {type(error).__name__}: {error}")
 
 

@@ -12,6 +12,23 @@ from deploy.hostkeys import REPO_ROOT
 TEMPLATES = REPO_ROOT / "templates"
 
 
+def shell_quote(value) -> str:
+    """One bash word, whatever `value` holds (quotes, $(…), newlines)."""
+    return shlex.quote(str(value))
+
+
+def shell_comment(value) -> str:
+    """`value` on one line, for a `# …` comment (a newline would end the comment)."""
+    return " ".join(str(value).split())
+
+
+def add_shell_filters(env: jinja2.Environment) -> jinja2.Environment:
+    """The filters every script template uses: `|shq` for every value, `|comment` in comments."""
+    env.filters["shq"] = shell_quote
+    env.filters["comment"] = shell_comment
+    return env
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The shared environment; `|shq` quotes a value for bash."""
@@ -23,8 +40,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters["shq"] = lambda value: shlex.quote(str(value))
-    return env
+    return add_shell_filters(env)
 
 
 def render(name: str, **context) -> str:

@@ -9,7 +9,7 @@ study's Pi 4 numbers and published peer numbers (each with its source link) are 
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Optional
 
 import jinja2
 
+from deploy.bench_schema import check_bench, read_bench
 from deploy.errors import DeployError
 from deploy.hostkeys import REPO_ROOT
 from retinaface.imageio import write_atomic as write_bytes_atomic
@@ -114,77 +115,46 @@ class ReportFiles:
     directory: Path
     paths: list = field(default_factory=list)
     markdown: str = ""
-
-
-def _where(path: Path, field_path: str) -> str:
-    return f"{path}: field {field_path}"
+    failures: list = field(default_factory=list)  # one line per host whose bench.json is bad
 
 
 def validate_result(data: dict, path: Path) -> None:
     """Check a bench.json against the runner's schema; the error names the file and field."""
-
-    def need(obj, key, kind, where):
-        if not isinstance(obj, dict) or key not in obj:
-            raise DeployError(f"{_where(path, where + key)} is missing")
-        if kind is not None and not isinstance(obj[key], kind):
-            raise DeployError(f"{_where(path, where + key)} is not a {kind.__name__}")
-        return obj[key]
-
-    if not isinstance(data, dict):
-        raise DeployError(f"{path}: not a JSON object")
-    if need(data, "format", int, "") != 1:
-        raise DeployError(f"{_where(path, 'format')}: unknown format {data['format']!r}")
-    need(data, "host", dict, "")
-    config = need(data, "config", dict, "")
-    for key in ("size", "warmup", "runs", "windows"):
-        need(config, key, None, "config.")
-    order = need(data, "order", list, "")
-    variants = need(data, "variants", dict, "")
-    for name in order:
-        where = f"variants.{name}."
-        record = need(variants, name, dict, "variants.")
-        status = need(record, "status", str, where)
-        need(record, "valid", bool, where)
-        if status != "ok":
-            need(record, "skipped", str, where)
-            continue
-        need(record, "faces", int, where)
-        if not isinstance(record.get("fps"), (int, float)):
-            raise DeployError(f"{_where(path, where + 'fps')} is missing or not a number")
-        stages = need(record, "stages", dict, where)
-        for stage in STAGES:
-            stats = need(stages, stage, dict, f"{where}stages.")
-            for stat in STATS:
-                if not isinstance(stats.get(stat), (int, float)):
-                    raise DeployError(
-                        f"{_where(path, f'{where}stages.{stage}.{stat}')} is missing or not a number"
-                    )
+    check_bench(data, path)
 
 
 def load_result(path: Path, host: Optional[str] = None) -> HostResult:
-    """One bench.json, validated."""
+    """One bench.json, read size-capped and validated (deploy.bench_schema)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise DeployError(f"{path}: cannot read ({error.strerror})") from None
-    except ValueError as error:
-        raise DeployError(f"{path}: not JSON ({error})") from None
-    validate_result(data, path)
+    data = read_bench(path)
     return HostResult(host or data.get("inventory_host") or path.parent.name, path, data)
 
 
 def load_results(results_dir: Path) -> list:
     """Every `<host>/bench.json` under a results folder (or the one in a host folder), by host."""
+    results, failures = collect_results(results_dir)
+    if failures:
+        raise DeployError(failures[0])
+    return results
+
+
+def collect_results(results_dir: Path) -> tuple:
+    """(results, failure lines): a bad host file is one line, the other hosts still load."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DeployError(f"{results_dir}: no such results folder")
     if (results_dir / "bench.json").is_file():
-        return [load_result(results_dir / "bench.json")]
+        return [load_result(results_dir / "bench.json")], []
     found = sorted(results_dir.glob("*/bench.json"))
     if not found:
         raise DeployError(f"{results_dir}: no <host>/bench.json inside")
-    return [load_result(path) for path in found]
+    results, failures = [], []
+    for path in found:
+        try:
+            results.append(load_result(path))
+        except DeployError as error:
+            failures.append(str(error))
+    return results, failures
 
 
 def latest_results(root: Path = RESULTS_DIR) -> Path:
@@ -607,11 +577,24 @@ def _nice_max(value: float) -> float:
 # --- rendering -----------------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_field(value) -> str:
+    """One CSV cell; a host's text that a spreadsheet would run as a formula gets a leading `'`."""
     text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        text = "'" + text  # OWASP's CSV-injection advice; numbers like -1.5 stay numbers
     if any(ch in text for ch in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def _md_cell(value) -> str:
+    """Text for a Markdown table cell or line: HTML escaped (forges render inline HTML), one line."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;")  # no tag or entity can open
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 @lru_cache(maxsize=1)
@@ -626,7 +609,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["csv"] = _csv_field
-    env.filters["md"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+    env.filters["md"] = _md_cell
     return env
 
 
@@ -676,13 +659,18 @@ def _facts_table(result: HostResult) -> dict:
 def render_reports(
     results_dir: Path, title: Optional[str] = None, target_fps: Optional[float] = None
 ) -> ReportFiles:
-    """(Re-)render table.md, table.csv and report.html into `results_dir`."""
+    """(Re-)render table.md, table.csv and report.html into `results_dir`.
+
+    Hosts whose bench.json is bad are left out and listed in `failures`.
+    """
     results_dir = Path(results_dir)
-    results = load_results(results_dir)
+    results, failures = collect_results(results_dir)
+    if not results:
+        raise DeployError(failures[0] if len(failures) == 1 else "; ".join(failures)[:2000])
     texts = render_tables(
         results, title or f"RetinaFace mnet0.25 latency — {results_dir.name}", target_fps
     )
-    files = ReportFiles(directory=results_dir, markdown=texts["table.md"])
+    files = ReportFiles(directory=results_dir, markdown=texts["table.md"], failures=failures)
     for name, text in texts.items():
         files.paths.append(write_atomic(results_dir / name, text))
     return files

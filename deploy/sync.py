@@ -12,6 +12,7 @@ import hashlib
 import os
 import platform
 import posixpath
+import re
 import shlex
 import tempfile
 import time
@@ -26,6 +27,8 @@ from deploy.release import ReleaseFile
 from deploy.render import render
 
 METADATA = ("SHA256SUMS", "deploy.json")
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # deploy.release.release_id: 16 hex digits
+LAYOUT_REFUSED = 5  # exit status of templates/deploy_layout.inc.j2
 
 
 @dataclass
@@ -48,6 +51,8 @@ def _parse_state_line(state: RemoteState, sums: list, line: str, target: str) ->
         state.current = rest.strip()
     elif kind == "release":
         rid, mtime, complete = rest.split()
+        if not RELEASE_ID.fullmatch(rid):
+            raise ValueError(rid)
         state.releases[rid] = (int(mtime), complete == "1")
     elif kind == "sum":
         rid, sha, rel = rest.split(" ", 2)
@@ -91,8 +96,23 @@ def parse_state(text: str, deploy_dir: str, target: str = "") -> RemoteState:
 def read_state(conn: HostConnection, deploy_dir: str, release_id: str) -> RemoteState:
     """Probe `deploy_dir` on the host (read-only)."""
     script = render("deploy_state.sh.j2", deploy_dir=deploy_dir, release_id=release_id)
-    result = conn.run("bash -c " + shlex.quote(script), timeout=300)
+    result = run_script(conn, script, timeout=300)
     return parse_state(result.stdout, deploy_dir, release_id)
+
+
+def run_script(conn: HostConnection, script: str, timeout: float):
+    """Run a deploy script; a layout the deploy did not make is one clear DeployError line."""
+    result = conn.run("bash -c " + shlex.quote(script), timeout=timeout, check=False)
+    if result.exited == LAYOUT_REFUSED and result.stderr.startswith("layout: "):
+        raise DeployError(f"{conn.host.name}: {result.stderr.splitlines()[0][len('layout: ') :]}")
+    if not result.ok:
+        detail = (result.stderr.strip() or result.stdout.strip())[-800:]
+        first = script.strip().splitlines()[0][:80]
+        raise DeployError(
+            f"{conn.host.name}: command failed (exit {result.exited}): {first}"
+            + (f"\n{detail}" if detail else "")
+        )
+    return result
 
 
 @dataclass
@@ -147,8 +167,15 @@ def apply_sync(
         {"rel": item.rel, "source": source, "sha256": item.sha256} for item, source in plan.link
     ]
     dirs = sorted({posixpath.dirname(f"{release_dir}/{item.rel}") for item in plan.upload})
-    script = render("deploy_link.sh.j2", release_dir=release_dir, links=links, dirs=dirs)
-    out = conn.run("bash -c " + shlex.quote(script), timeout=600).stdout
+    script = render(
+        "deploy_link.sh.j2",
+        deploy_dir=deploy_dir,
+        release_id=plan.release_id,
+        release_dir=release_dir,
+        links=links,
+        dirs=dirs,
+    )
+    out = run_script(conn, script, timeout=600).stdout
     bad = {line[4:].strip() for line in out.splitlines() if line.startswith("bad ")}
     uploads = list(plan.upload) + [item for item, _ in plan.link if item.rel in bad]
     if bad:
@@ -185,7 +212,7 @@ def activate(conn: HostConnection, deploy_dir: str, release_id: str, keep: int) 
     script = render(
         "deploy_activate.sh.j2", deploy_dir=deploy_dir, release_id=release_id, keep=keep
     )
-    out = conn.run("bash -c " + shlex.quote(script), timeout=300).stdout
+    out = run_script(conn, script, timeout=300).stdout
     return [line.split()[1] for line in out.splitlines() if line.startswith("pruned ")]
 
 

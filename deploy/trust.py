@@ -48,8 +48,13 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
     conn = fabric_connection(host, timeout)
     key_name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
     try:
-        sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
-    except OSError as error:
+        # The same way in as a deploy: ProxyCommand, or ProxyJump through checked jump hosts.
+        if conn.gateway:
+            sock = conn.open_gateway()
+        else:
+            sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        _close_gateway(conn)
         raise _connect_error(host, conn, error) from None
     transport = paramiko.Transport(sock)
     try:
@@ -67,7 +72,16 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
         raise _connect_error(host, conn, error) from None
     finally:
         transport.close()
+        _close_gateway(conn)
     return key_name, key
+
+
+def _close_gateway(conn) -> None:
+    """Close the ProxyJump hops `open_gateway` opened (a ProxyCommand ends with its socket)."""
+    hop = conn.gateway
+    while hop and not isinstance(hop, str):
+        hop.close()
+        hop = hop.gateway
 
 
 def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResult:
@@ -79,18 +93,20 @@ def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResul
         return TrustResult(host.name, "local", "-", "-", "local")
     key_name, key = fetch_host_key(host)
     result = TrustResult(host.name, key_name, key.get_name(), fingerprint(key), "recorded")
-    for path, entry in _known_entries(key_name):
-        recorded = entry.get(key.get_name())
-        if recorded is None:
-            continue
-        if recorded == key:
+    entries = _known_entries(key_name)
+    for path, entry in entries:
+        if entry.get(key.get_name()) == key:
             return TrustResult(**{**result.__dict__, "status": "already-trusted", "file": path})
-        raise ChangedHostKeyError(
-            f"{host.name} ({key_name}): HOST KEY CHANGED — it presents {key.get_name()} "
-            f"{fingerprint(key)} but {path} records {fingerprint(recorded)}. Not replacing it. "
-            f"If the host was reinstalled: `ssh-keygen -R '{key_name}' -f {path}`, then run "
-            "trust-host again"
-        )
+    # Any key on record and a different one offered is a changed key, whatever its type: an
+    # impostor that offers only another algorithm must not get its key recorded.
+    for path, entry in entries:
+        for kind, recorded in entry.items():
+            raise ChangedHostKeyError(
+                f"{host.name} ({key_name}): HOST KEY CHANGED — it presents {key.get_name()} "
+                f"{fingerprint(key)} but {path} records {kind} {fingerprint(recorded)}. "
+                f"Not replacing it. If the host was reinstalled: "
+                f"`ssh-keygen -R '{key_name}' -f {path}`, then run trust-host again"
+            )
     if not confirm(result):
         return TrustResult(**{**result.__dict__, "status": "declined"})
     target = project_known_hosts()

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import jinja2
 
+from deploy.render import add_shell_filters
 from pi_setup.errors import WheelError
 from retinaface.imageio import sha256_file, write_atomic
 
@@ -226,8 +227,7 @@ def _environment() -> jinja2.Environment:
         comment_start_string="{##",
         comment_end_string="##}",
     )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    return env
+    return add_shell_filters(env)
 
 
 def render_script(plan: BuildPlan) -> str:

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import jinja2
 
+from deploy.render import add_shell_filters
 from pi_setup.build_wheels import SWAPFILE, TEMPLATES
 from pi_setup.errors import WheelError
 
@@ -53,6 +54,17 @@ def apt_packages(os_codename: str) -> Tuple[str, ...]:
         ) from None
 
 
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    return add_shell_filters(env)
+
+
 def render_setup(
     os_codename: str,
     deploy_dir: str,
@@ -61,21 +73,17 @@ def render_setup(
     swap_mb: int = 0,
 ) -> str:
     """The setup script for one host (templates/setup_pi.sh.j2)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    return env.get_template("setup_pi.sh.j2").render(
-        apt_packages=apt_packages(os_codename),
-        deploy_dir=deploy_dir,
-        python=python,
-        check=check,
-        swap_mb=int(swap_mb),
-        swapfile=SWAPFILE,
+    return (
+        _environment()
+        .get_template("setup_pi.sh.j2")
+        .render(
+            apt_packages=apt_packages(os_codename),
+            deploy_dir=deploy_dir,
+            python=python,
+            check=check,
+            swap_mb=int(swap_mb),
+            swapfile=SWAPFILE,
+        )
     )
 
 

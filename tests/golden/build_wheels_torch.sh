@@ -107,11 +107,13 @@ PYTHON="$VENV/bin/python"
 "$PYTHON" -c 'import sys, platform; print("python", sys.version.split()[0], platform.machine())'
 
 # === torch 1.7.0 (v1.7.0) ===================================
-if compgen -G "$DIST/torch-1.7.0-*.whl" >/dev/null; then
-    mark "skip torch (wheel exists: $(basename "$(compgen -G "$DIST/torch-1.7.0-*.whl" | head -n 1)"))"
+name=torch
+prefix=torch-1.7.0
+if compgen -G "$DIST/$prefix-*.whl" >/dev/null; then
+    mark "skip $name (wheel exists: $(basename "$(compgen -G "$DIST/$prefix-*.whl" | head -n 1)"))"
 else
-    TREE="$SRC/torch"
-    stage "torch:clone"
+    TREE="$SRC/$name"
+    stage "$name:clone"
     if [ -d "$TREE/.git" ]; then
         echo "keeping the source and build tree in $TREE"
     else
@@ -119,14 +121,14 @@ else
         git clone --recursive https://github.com/pytorch/pytorch "$TREE.partial"
         mv "$TREE.partial" "$TREE"
     fi
-    stage "torch:checkout"
+    stage "$name:checkout"
     git -C "$TREE" fetch --tags --quiet origin || echo "fetch failed: using the tags already here"
     git -C "$TREE" checkout --quiet v1.7.0
-    stage "torch:submodules"
+    stage "$name:submodules"
     git -C "$TREE" submodule sync --recursive
     git -C "$TREE" submodule update --init --recursive
-    mark "commit torch $(git -C "$TREE" rev-parse HEAD)"
-    stage "torch:build"
+    mark "commit $name $(git -C "$TREE" rev-parse HEAD)"
+    stage "$name:build"
     BUILD_START="$(date +%s)"
     BUILD_ENV=(
         BUILD_CAFFE2_OPS=0
@@ -145,25 +147,27 @@ else
     echo "build env: ${BUILD_ENV[*]}"
     rm -rf "$TREE/dist"
     (cd "$TREE" && env "${BUILD_ENV[@]}" "$PYTHON" setup.py bdist_wheel)
-    for wheel in "$TREE"/dist/torch-1.7.0-*.whl; do
+    for wheel in "$TREE"/dist/"$prefix"-*.whl; do
         cp "$wheel" "$DIST/.$(basename "$wheel").tmp"
         mv "$DIST/.$(basename "$wheel").tmp" "$DIST/$(basename "$wheel")"
     done
-    mark "built torch seconds=$(($(date +%s) - BUILD_START))"
+    mark "built $name seconds=$(($(date +%s) - BUILD_START))"
 fi
-stage "torch:install"
+stage "$name:install"
 # Later packages build against this one: install it into the build venv.
-for wheel in "$DIST"/torch-1.7.0-*.whl; do
+for wheel in "$DIST"/"$prefix"-*.whl; do
     "$PYTHON" -m pip install --no-deps --no-index --disable-pip-version-check "$wheel"
 done
-mark "done torch"
+mark "done $name"
 
 # === torchvision 0.8.1 (v0.8.1) ===================================
-if compgen -G "$DIST/torchvision-0.8.1-*.whl" >/dev/null; then
-    mark "skip torchvision (wheel exists: $(basename "$(compgen -G "$DIST/torchvision-0.8.1-*.whl" | head -n 1)"))"
+name=torchvision
+prefix=torchvision-0.8.1
+if compgen -G "$DIST/$prefix-*.whl" >/dev/null; then
+    mark "skip $name (wheel exists: $(basename "$(compgen -G "$DIST/$prefix-*.whl" | head -n 1)"))"
 else
-    TREE="$SRC/torchvision"
-    stage "torchvision:clone"
+    TREE="$SRC/$name"
+    stage "$name:clone"
     if [ -d "$TREE/.git" ]; then
         echo "keeping the source and build tree in $TREE"
     else
@@ -171,14 +175,14 @@ else
         git clone --recursive https://github.com/pytorch/vision "$TREE.partial"
         mv "$TREE.partial" "$TREE"
     fi
-    stage "torchvision:checkout"
+    stage "$name:checkout"
     git -C "$TREE" fetch --tags --quiet origin || echo "fetch failed: using the tags already here"
     git -C "$TREE" checkout --quiet v0.8.1
-    stage "torchvision:submodules"
+    stage "$name:submodules"
     git -C "$TREE" submodule sync --recursive
     git -C "$TREE" submodule update --init --recursive
-    mark "commit torchvision $(git -C "$TREE" rev-parse HEAD)"
-    stage "torchvision:build"
+    mark "commit $name $(git -C "$TREE" rev-parse HEAD)"
+    stage "$name:build"
     BUILD_START="$(date +%s)"
     BUILD_ENV=(
         BUILD_VERSION=0.8.1
@@ -189,13 +193,13 @@ else
     echo "build env: ${BUILD_ENV[*]}"
     rm -rf "$TREE/dist"
     (cd "$TREE" && env "${BUILD_ENV[@]}" "$PYTHON" setup.py bdist_wheel)
-    for wheel in "$TREE"/dist/torchvision-0.8.1-*.whl; do
+    for wheel in "$TREE"/dist/"$prefix"-*.whl; do
         cp "$wheel" "$DIST/.$(basename "$wheel").tmp"
         mv "$DIST/.$(basename "$wheel").tmp" "$DIST/$(basename "$wheel")"
     done
-    mark "built torchvision seconds=$(($(date +%s) - BUILD_START))"
+    mark "built $name seconds=$(($(date +%s) - BUILD_START))"
 fi
-mark "done torchvision"
+mark "done $name"
 
 STAGE="finished"
 mark "finished"

@@ -67,7 +67,8 @@ def test_torch_recipe_says_what_the_issue_asks():
         assert needle in script, needle
     assert "-mfpu=neon" not in script  # native builder: CMake detects NEON itself
     # torch is built and installed into the build venv before torchvision is built
-    assert script.index('stage "torch:install"') < script.index('stage "torchvision:clone"')
+    torch_install = script.index('stage "$name:install"', script.index("name=torch\n"))
+    assert torch_install < script.index("name=torchvision\n")
 
 
 def test_emulated_and_swap_variants():

@@ -157,32 +157,39 @@ def rf(rel, sha, size=10):
 
 
 def test_state_and_sync_plan():
+    old, older, new = "00000000000000a1", "00000000000000a2", "00000000000000b0"  # release ids
     text = "\n".join(
         [
-            "current old",
-            "release old 200 1",
-            "release older 100 1",
-            "release new 300 0",
+            f"current {old}",
+            f"release {old} 200 1",
+            f"release {older} 100 1",
+            f"release {new} 300 0",
             "release odd name 1 1",
-            "sum older aaa models/a.onnx",
-            "sum old aaa models/a.onnx",
-            "sum old bbb probe.jpg",
-            "sum new zzz models/z.onnx",
+            "release not-an-id 1 1",
+            f"sum {older} aaa models/a.onnx",
+            f"sum {old} aaa models/a.onnx",
+            f"sum {old} bbb probe.jpg",
+            f"sum {new} zzz models/z.onnx",
             "have ccc models/c.onnx",
             "part models/d.onnx.part-1234",
             "venv yes",
             "installed w1 r.whl",
         ]
     )
-    state = parse_state(text, "/d", target="new")
-    assert state.current == "old" and state.venv and state.installed == {"r.whl": "w1"}
-    assert state.sums["aaa"] == "/d/releases/old/models/a.onnx"  # the current release first
+    state = parse_state(text, "/d", target=new)
+    assert (
+        state.current == old
+        and "not-an-id" not in state.releases
+        and state.venv
+        and state.installed == {"r.whl": "w1"}
+    )
+    assert state.sums["aaa"] == f"/d/releases/{old}/models/a.onnx"  # the current release first
     assert "zzz" not in state.sums  # the target's own sums are not trusted
     files = [rf("models/a.onnx", "aaa"), rf("models/c.onnx", "ccc"), rf("models/d.onnx", "ddd", 7)]
-    plan = plan_sync(files, "new", state)
+    plan = plan_sync(files, new, state)
     assert [f.rel for f in plan.keep] == ["models/c.onnx"]
     assert [(f.rel, src) for f, src in plan.link] == [
-        ("models/a.onnx", "/d/releases/old/models/a.onnx")
+        ("models/a.onnx", f"/d/releases/{old}/models/a.onnx")
     ]
     assert [f.rel for f in plan.upload] == ["models/d.onnx"] and plan.upload_bytes == 7
     assert release_id(files) == release_id(list(reversed(files)))
