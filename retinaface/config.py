@@ -31,5 +31,7 @@ RUNTIME_MODULES = (
     "runner",
     "bench",
     "telemetry",
+    "stream",
+    "live_http",
     "model",
 )
