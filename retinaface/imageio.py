@@ -56,12 +56,12 @@ def write_json(path, payload):
 LANDMARK_COLORS = ((0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 0, 0))
 
 
-def annotate(image, faces):
+def annotate(image, faces, min_thickness=1):
     """A copy of `image` with each face's box, score and 5 landmarks drawn on it."""
     import cv2
 
     canvas = image.copy()
-    thickness = max(1, int(round(max(image.shape[:2]) / 500.0)))
+    thickness = max(min_thickness, int(round(max(image.shape[:2]) / 500.0)))
     for face in faces:
         x1, y1, x2, y2 = [int(round(v)) for v in face["box"]]
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 200, 0), thickness)

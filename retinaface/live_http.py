@@ -20,22 +20,23 @@ class FrameBoard(object):
     def __init__(self):
         self._changed = threading.Condition()
         self.jpeg = None
+        self.frame = None  # the source frame number of `jpeg`
         self.seq = 0
         self.closed = False
 
-    def publish(self, jpeg):
+    def publish(self, jpeg, frame):
         with self._changed:
-            self.jpeg = jpeg
+            self.jpeg, self.frame = jpeg, frame
             self.seq += 1
             self._changed.notify_all()
 
     def wait_newer(self, seq, timeout=VIEWER_WAIT_S):
-        """(seq, jpeg) once a frame newer than `seq` exists; (seq, None) on timeout or close."""
+        """(seq, jpeg, frame) once a newer JPEG exists; (seq, None, None) on timeout or close."""
         with self._changed:
             self._changed.wait_for(lambda: self.seq != seq or self.closed, timeout)
             if self.seq != seq and self.jpeg is not None:
-                return self.seq, self.jpeg
-            return seq, None
+                return self.seq, self.jpeg, self.frame
+            return seq, None, None
 
     def close(self):
         with self._changed:
@@ -113,9 +114,11 @@ def make_handler(board, metrics, healthy):
             except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 pass  # the viewer went away
 
-        def _send(self, status, content_type, body):
+        def _send(self, status, content_type, body, frame=None):
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if frame is not None:
+                self.send_header("X-Frame", str(frame))
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
@@ -127,11 +130,11 @@ def make_handler(board, metrics, healthy):
             self._send(200, "text/html; charset=utf-8", body)
 
         def _snapshot(self):
-            jpeg = board.jpeg
+            jpeg, frame = board.jpeg, board.frame
             if jpeg is None:
                 self._send(503, "text/plain", b"no frame yet\n")
             else:
-                self._send(200, "image/jpeg", jpeg)
+                self._send(200, "image/jpeg", jpeg, frame)
 
         def _metrics(self):
             body = (json.dumps(metrics(), sort_keys=True) + "\n").encode("utf-8")
@@ -152,11 +155,12 @@ def make_handler(board, metrics, healthy):
             self.end_headers()
             seq = 0
             while not board.closed:
-                seq, jpeg = board.wait_newer(seq)
+                seq, jpeg, frame = board.wait_newer(seq)
                 if jpeg is None:
                     continue
-                head = "--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n".format(
-                    BOUNDARY, len(jpeg)
+                head = (
+                    "--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n"
+                    "X-Frame: {}\r\n\r\n".format(BOUNDARY, len(jpeg), frame)
                 )
                 self.wfile.write(head.encode("ascii") + jpeg + b"\r\n")
                 self.wfile.flush()

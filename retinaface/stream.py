@@ -375,7 +375,10 @@ class JsonLines(object):
 
 
 def publish_loop(results, board, stop):
-    """Annotate and JPEG-encode the newest result once, for every viewer (own thread)."""
+    """Annotate and JPEG-encode the newest result once, for every viewer (own thread).
+
+    Lines are at least 2 px: a 1 px box does not survive JPEG compression on a small frame.
+    """
     import cv2
 
     from .imageio import annotate
@@ -384,12 +387,14 @@ def publish_loop(results, board, stop):
         item = results.take(timeout=0.2)
         if item is None:
             continue
-        image, faces = item
+        number, image, faces = item
         ok, encoded = cv2.imencode(
-            ".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            ".jpg",
+            annotate(image, faces, min_thickness=2),
+            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
         )
         if ok:
-            board.publish(encoded.tobytes())
+            board.publish(encoded.tobytes(), number)
 
 
 def parse_http(text):
@@ -523,7 +528,7 @@ class Streamer(object):
             if self.jsonl:
                 self.jsonl.write({"frame": number, "t": round(wall, 3), "faces": faces})
             if self.server:
-                self.results.put((image, faces))
+                self.results.put((number, image, faces))
             if self.args.max_frames and self.stats.frames >= self.args.max_frames:
                 self.stop_reason = "--max-frames {}".format(self.args.max_frames)
                 break
