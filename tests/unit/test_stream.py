@@ -291,4 +291,3 @@ def test_json_lines_rotate_with_complete_lines(tmp_path):
         numbers += [json.loads(line)["frame"] for line in file.read_text().splitlines()]
     # The newest lines are kept, in order, none split across files.
     assert numbers == list(range(40 - len(numbers), 40))
-
