@@ -314,6 +314,61 @@ def deploy(c, host=None, check=False, inventory=None):
         raise Exit(code=result.exit_code)
 
 
+@task(
+    positional=["action"],
+    help={
+        "action": "install | start | stop | status | logs",
+        "host": HOST_HELP,
+        "source": "install: camera index (0), /dev/videoN, picamera, a video file on the host "
+        "(replayed) or a stream URL (default 0)",
+        "http": "install: HOST:PORT of the live view (default 127.0.0.1:8080; "
+        "0.0.0.0:8080 to reach it from the network)",
+        "model": "install: model variant in the release (default fp32-opt)",
+        "size": "install: input WIDTHxHEIGHT of the network (default: the frame's own size)",
+        "threads": "install: inference threads (default: the runtime's default)",
+        "jsonl": "install: also write <deploy_dir>/live/faces.jsonl (one line per frame, rotated)",
+        "check": "show what would change (the unit diff, start or stop) and change nothing",
+        "inventory": INVENTORY_HELP,
+    },
+)
+@user_errors
+def service(
+    c,
+    action,
+    host=None,
+    source="0",
+    http="127.0.0.1:8080",
+    model="fp32-opt",
+    size=None,
+    threads=None,
+    jsonl=False,
+    check=False,
+    inventory=None,
+):
+    """The live stream as a systemd service on the hosts: install, start, stop, status, logs."""
+    from deploy.commands import service as run_service
+    from deploy.service import ACTIONS, StreamSettings
+
+    if action not in ACTIONS:
+        raise Exit(f"error: unknown action {action!r}: choose one of {', '.join(ACTIONS)}", code=1)
+    settings = StreamSettings(
+        source=source,
+        model=model,
+        http=http,
+        size=size,
+        threads=int(threads) if threads else None,
+        jsonl=jsonl,
+    )
+    result = run_service(host, action, settings, inventory, check=check)
+    for report in result.reports:
+        if report.result is not None and report.result.output:
+            print(f"== {report.host}")
+            print(report.result.output)
+    print(result.recap())
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
 # --- emulator tasks (pi_setup/emulator.py) ---
 
 
