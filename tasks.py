@@ -214,6 +214,51 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
     print(f"wrote {out}")
 
 
+@task(
+    help={
+        "model": "model variant in build/models (default fp32-opt)",
+        "size": "input WIDTHxHEIGHT of the network and of the video frames (default 640x480)",
+        "threads": "inference threads (default: the runtime's default)",
+        "frames": "frames the stream processes per round (default 30)",
+        "runs": "single-frame timed runs per round (default 15)",
+        "rounds": "rounds of single-frame runs and stream segments, interleaved (default 5)",
+        "out": "write the numbers as JSON here (default: results/bench-stream.json)",
+    }
+)
+@user_errors
+def bench_stream(
+    c,
+    model="fp32-opt",
+    size="640x480",
+    threads=None,
+    frames=30,
+    runs=15,
+    rounds=5,
+    out="results/bench-stream.json",
+):
+    """runner stream FPS on a video against 1000 / single-frame e2e ms, same model and size, here."""
+    from pathlib import Path
+
+    from retinaface.bench_stream import format_stream_bench, run_stream_bench
+    from retinaface.evaluate import DEFAULT_IMAGES
+    from retinaface.imageio import write_json
+
+    _ensure_models()
+    path = Path(model) if model.endswith(".onnx") else Path(MODELS_DIR) / f"{model}.onnx"
+    result = run_stream_bench(
+        path,
+        DEFAULT_IMAGES,
+        size=size,
+        threads=int(threads) if threads else None,
+        frames=int(frames),
+        runs=int(runs),
+        rounds=int(rounds),
+    )
+    write_json(out, result)
+    print(format_stream_bench(result))
+    print(f"wrote {out}")
+
+
 # --- deploy tasks (deploy/) ---
 
 HOST_HELP = "a host or group of the inventory, or a comma list of them (default: local)"

@@ -23,7 +23,7 @@ def backend_for(model_path):
 
 
 class OnnxRuntimeBackend(object):
-    def __init__(self, model_path, threads=None):
+    def __init__(self, model_path, threads=None, spinning=True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -34,6 +34,9 @@ class OnnxRuntimeBackend(object):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if not spinning:
+            # Idle workers sleep instead of busy-waiting: other threads of the process get the cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(model_path), options, providers=["CPUExecutionProvider"]
@@ -123,12 +126,14 @@ def parse_size(text):
     return int(parts[0]), int(parts[1])
 
 
-def make_backend(name, model_path, threads=None):
+def make_backend(name, model_path, threads=None, spinning=True):
     if not os.path.isfile(str(model_path)):
         raise ModelError("model file not found: {}".format(model_path))
     classes = {"onnxruntime": OnnxRuntimeBackend, "opencv": OpenCVBackend, "torch": TorchBackend}
     if name not in classes:
         raise ModelError("unknown backend {!r}: choose one of {}".format(name, ", ".join(BACKENDS)))
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(model_path, threads, spinning)
     return classes[name](model_path, threads)
 
 
@@ -143,10 +148,11 @@ class Detector(object):
         long_side=None,
         conf_threshold=CONF_THRESHOLD,
         threads=None,
+        spinning=True,
     ):
         self.model_path = str(model_path)
         self.backend_name = backend or backend_for(model_path)
-        self.backend = make_backend(self.backend_name, model_path, threads)
+        self.backend = make_backend(self.backend_name, model_path, threads, spinning)
         # A static-shape model dictates the input size.
         self.size = self.backend.fixed_size or size
         self.long_side = None if self.size else long_side

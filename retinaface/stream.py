@@ -465,6 +465,7 @@ class Streamer(object):
             long_side=args.long_side,
             conf_threshold=args.conf,
             threads=args.threads,
+            spinning=False,  # capture and JPEG threads need the cores between two inferences
         )
         self.source = open_source(args.source, loop=args.loop, stop=self.stop, log=log)
         self.frames = NewestSlot()
@@ -547,7 +548,7 @@ class Streamer(object):
 
 
 def summary(stats, dropped):
-    return "{} frames processed ({:.1f} fps), {} dropped".format(
+    return "{} frames processed ({:.2f} fps), {} dropped".format(
         stats.frames, stats.overall_fps(), dropped
     )
 
