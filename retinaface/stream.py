@@ -26,6 +26,7 @@ EXIT_SOURCE_LOST = 3
 
 CAMERA_LOST_AFTER_S = 2.0  # a camera that returns no frame for this long is gone
 RECONNECT_MAX_S = 30.0  # the longest wait between two reconnects of a network source
+NETWORK_TIMEOUT_MS = 10000  # opening or reading a network source fails after this long
 JPEG_QUALITY = 80
 WINDOW = 100  # frames in the sliding window behind fps and latency percentiles
 HEALTHY_WITHIN_S = 10.0  # /healthz fails when no frame was processed for this long
@@ -88,6 +89,11 @@ class OpenCVSource(object):
             device = int(self.spec) if self.spec.isdigit() else self.spec
             capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver's queue adds latency
+        elif self.kind == "network" and hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):
+            # A stalled camera must fail a read, not hang it (OpenCV >= 4.5.2; 4.5.1 has no such).
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+            timeouts += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+            capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, timeouts)
         else:
             capture = cv2.VideoCapture(self.spec)
         if not capture.isOpened():

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -291,3 +292,51 @@ def test_json_lines_rotate_with_complete_lines(tmp_path):
         numbers += [json.loads(line)["frame"] for line in file.read_text().splitlines()]
     # The newest lines are kept, in order, none split across files.
     assert numbers == list(range(40 - len(numbers), 40))
+
+
+def wait_for(condition, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_network_source_reconnects_with_back_off(model, video, tmp_path):
+    """A second runner reads the first one's /stream.mjpg; the first dies and comes back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    upstream_cmd = stream_cmd(model, video, "--loop", "--http", f"127.0.0.1:{port}")
+    lines, log = tmp_path / "net.jsonl", tmp_path / "net.err"
+    upstream = Streaming(upstream_cmd)
+    with open(log, "w") as err:
+        reader = subprocess.Popen(
+            stream_cmd(model, f"http://127.0.0.1:{port}/stream.mjpg", "--jsonl", str(lines)),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        count = lambda: len(lines.read_text().splitlines()) if lines.exists() else 0  # noqa: E731
+        wait_for(lambda: count() >= 2, "frames from the network source")
+        upstream.terminate()
+        wait_for(lambda: "cannot reach" in log.read_text(), "a failed reconnect")
+        assert reader.poll() is None  # a network source is retried, not given up
+        seen = count()
+        upstream = Streaming(upstream_cmd)
+        wait_for(lambda: "reconnected to" in log.read_text(), "the reconnect")
+        wait_for(lambda: count() > seen, "frames after the reconnect")
+        reader.send_signal(signal.SIGTERM)
+        out, _ = reader.communicate(timeout=30)
+        assert reader.returncode == EXIT_OK and "stopped by SIGTERM" in out
+    finally:
+        upstream.kill()
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    text = log.read_text()
+    assert "lost http://127.0.0.1:{}/stream.mjpg; reconnecting".format(port) in text
+    assert "next try in 2 s" in text
