@@ -340,3 +340,15 @@ def test_network_source_reconnects_with_back_off(model, video, tmp_path):
     text = log.read_text()
     assert "lost http://127.0.0.1:{}/stream.mjpg; reconnecting".format(port) in text
     assert "next try in 2 s" in text
+
+
+def test_max_frames_stops_after_that_many(model, video, tmp_path):
+    lines = tmp_path / "two.jsonl"
+    result = run_stream(
+        *stream_cmd(model, video, "--loop", "--max-frames", "2", "--jsonl", str(lines))
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.splitlines()[-1].startswith(
+        "stopped by --max-frames 2: 2 frames processed"
+    )
+    assert len(lines.read_text().splitlines()) == 2
