@@ -209,7 +209,7 @@ def start_stop(conn: HostConnection, action: str, check: bool = False) -> Servic
         outcome.message = f"would {action} {UNIT}"
         return outcome
     _sudo(conn, f"systemctl {action} {UNIT}")
-    outcome.message = f"{action}ed {UNIT}".replace("stoped", "stopped")
+    outcome.message = f"{'started' if wanted else 'stopped'} {UNIT}"
     return outcome
 
 
