@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -352,3 +353,15 @@ def test_max_frames_stops_after_that_many(model, video, tmp_path):
         "stopped by --max-frames 2: 2 frames processed"
     )
     assert len(lines.read_text().splitlines()) == 2
+
+
+def test_page_escapes_the_source_name(model, video, tmp_path):
+    """A file name is text on the page, never markup."""
+    odd = tmp_path / "<img src=x onerror=alert(1)>.avi"
+    shutil.copy(video, odd)
+    live = Streaming(stream_cmd(model, odd, "--loop", "--http", "127.0.0.1:0"))
+    try:
+        page = live.get("/")[2].decode()
+        assert "&lt;img src=x onerror=alert(1)&gt;.avi" in page and "<img src=x" not in page
+    finally:
+        live.kill()
