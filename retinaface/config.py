@@ -32,6 +32,7 @@ RUNTIME_MODULES = (
     "bench",
     "telemetry",
     "stream",
+    "frame_sources",
     "live_http",
     "model",
 )
