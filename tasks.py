@@ -369,6 +369,8 @@ def deploy(c, host=None, check=False, inventory=None):
         "http": "install: HOST:PORT of the live view (default 127.0.0.1:8080; "
         "0.0.0.0:8080 to reach it from the network)",
         "model": "install: model variant in the release (default fp32-opt)",
+        "backend": "install: onnxruntime, opencv (the fp32-static-WxH model) or torch "
+        "(default: from the model file)",
         "size": "install: input WIDTHxHEIGHT of the network (default: the frame's own size)",
         "threads": "install: inference threads (default: the runtime's default)",
         "jsonl": "install: also write <deploy_dir>/live/faces.jsonl (one line per frame, rotated)",
@@ -384,6 +386,7 @@ def service(
     source="0",
     http="127.0.0.1:8080",
     model="fp32-opt",
+    backend=None,
     size=None,
     threads=None,
     jsonl=False,
@@ -400,6 +403,7 @@ def service(
         source=source,
         model=model,
         http=http,
+        backend=backend,
         size=size,
         threads=int(threads) if threads else None,
         jsonl=jsonl,

@@ -25,6 +25,7 @@ ACTIONS = ("install", "start", "stop", "status", "logs")
 DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_MODEL = "fp32-opt"
 LOG_LINES = 100
+BACKENDS = ("onnxruntime", "opencv", "torch")
 MAX_OUTPUT_LINES = 400
 
 _SOURCE = re.compile(r"^[A-Za-z0-9._:/?=&+,~-]+$")
@@ -43,6 +44,7 @@ class StreamSettings:
     size: Optional[str] = None
     threads: Optional[int] = None
     jsonl: bool = False
+    backend: Optional[str] = None  # None: from the model file (onnxruntime for .onnx)
 
     def validate(self) -> StreamSettings:
         if not _SOURCE.match(self.source) or "@" in self.source:
@@ -66,6 +68,8 @@ class StreamSettings:
             raise DeployError(f"--http {self.http!r}: must be HOST:PORT, e.g. {DEFAULT_HTTP}")
         if self.size is not None and not _SIZE.match(self.size):
             raise DeployError(f"--size {self.size!r}: must be WIDTHxHEIGHT, e.g. 640x480")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise DeployError(f"--backend {self.backend!r}: one of {', '.join(BACKENDS)}")
         if self.threads is not None and not 0 < self.threads <= 64:
             raise DeployError(f"--threads {self.threads}: must be 1 to 64")
         return self
@@ -88,6 +92,8 @@ def exec_start(settings: StreamSettings, deploy_dir: str) -> list[str]:
     ]
     if settings.source.startswith("/") and not settings.source.startswith("/dev/"):
         words.append("--loop")  # a video file replays: a service should not end
+    if settings.backend:
+        words += ["--backend", settings.backend]
     if settings.size:
         words += ["--size", settings.size]
     if settings.threads:

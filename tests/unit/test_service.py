@@ -131,6 +131,7 @@ def test_exec_start_line_serves_the_stream_and_stops_on_sigterm(deploy_dir, tmp_
         (StreamSettings(model="../../etc/x"), "--model"),
         (StreamSettings(http="0.0.0.0:99999"), "--http"),
         (StreamSettings(size="640x480;rm"), "--size"),
+        (StreamSettings(backend="tensorrt"), "--backend"),
     ],
 )
 def test_unsafe_values_never_reach_the_unit(settings, needle):
