@@ -324,6 +324,51 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
     print(f"wrote {out}")
 
 
+@task(
+    help={
+        "model": "model variant in build/models (default fp32-opt)",
+        "size": "input WIDTHxHEIGHT of the network and of the video frames (default 640x480)",
+        "threads": "inference threads (default: the runtime's default)",
+        "frames": "frames the stream processes per round (default 30)",
+        "runs": "single-frame timed runs per round (default 15)",
+        "rounds": "rounds of single-frame runs and stream segments, interleaved (default 5)",
+        "out": "write the numbers as JSON here (default: results/bench-stream.json)",
+    }
+)
+@user_errors
+def bench_stream(
+    c,
+    model="fp32-opt",
+    size="640x480",
+    threads=None,
+    frames=30,
+    runs=15,
+    rounds=5,
+    out="results/bench-stream.json",
+):
+    """runner stream FPS on a video against 1000 / single-frame e2e ms, same model and size, here."""
+
+    from retinaface.bench_stream import format_stream_bench, run_stream_bench
+    from retinaface.evaluate import DEFAULT_IMAGES
+    from retinaface.imageio import write_json
+    from retinaface.variants import MODELS_DIR, is_model_name, model_file
+
+    manifest = _ensure_models() if is_model_name(model) else {}
+    path = model_file(model, manifest, MODELS_DIR)
+    result = run_stream_bench(
+        path,
+        DEFAULT_IMAGES,
+        size=size,
+        threads=int(threads) if threads else None,
+        frames=int(frames),
+        runs=int(runs),
+        rounds=int(rounds),
+    )
+    write_json(out, result)
+    print(format_stream_bench(result))
+    print(f"wrote {out}")
+
+
 # --- deploy tasks (deploy/) ---
 
 HOST_HELP = (
@@ -475,6 +520,65 @@ def bundle(c, host=None, tags=None, out=None, inventory=None):
         f"ansible-playbook -i {inventory or 'inventory.yaml'} {result.playbook} "
         "[--limit PATTERN] [--forks N]"
     )
+
+
+@task(
+    positional=["action"],
+    help={
+        "action": "install | start | stop | status | logs",
+        "host": HOST_HELP,
+        "source": "install: camera index (0), /dev/videoN, picamera, a video file on the host "
+        "(replayed) or a stream URL (default 0)",
+        "http": "install: HOST:PORT of the live view (default 127.0.0.1:8080; "
+        "0.0.0.0:8080 to reach it from the network)",
+        "model": "install: model variant in the release (default fp32-opt)",
+        "backend": "install: onnxruntime, opencv (the fp32-static-WxH model) or torch "
+        "(default: from the model file)",
+        "size": "install: input WIDTHxHEIGHT of the network (default: the frame's own size)",
+        "threads": "install: inference threads (default: the runtime's default)",
+        "jsonl": "install: also write <deploy_dir>/live/faces.jsonl (one line per frame, rotated)",
+        "check": "show what would change (the unit diff, start or stop) and change nothing",
+        "inventory": INVENTORY_HELP,
+    },
+)
+@user_errors
+def service(
+    c,
+    action,
+    host=None,
+    source="0",
+    http="127.0.0.1:8080",
+    model="fp32-opt",
+    backend=None,
+    size=None,
+    threads=None,
+    jsonl=False,
+    check=False,
+    inventory=None,
+):
+    """The live stream as a systemd service on the hosts: install, start, stop, status, logs."""
+    from deploy.commands import service as run_service
+    from deploy.service import ACTIONS, StreamSettings
+
+    if action not in ACTIONS:
+        raise Exit(f"error: unknown action {action!r}: choose one of {', '.join(ACTIONS)}", code=1)
+    settings = StreamSettings(
+        source=source,
+        model=model,
+        http=http,
+        backend=backend,
+        size=size,
+        threads=int(threads) if threads else None,
+        jsonl=jsonl,
+    )
+    result = run_service(host, action, settings, inventory, check=check)
+    for report in result.reports:
+        if report.result is not None and report.result.output:
+            print(f"== {report.host}")
+            print(report.result.output)
+    print(result.recap())
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
 
 
 # --- emulator tasks (pi_setup/emulator.py) ---

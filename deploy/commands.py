@@ -12,6 +12,7 @@ from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
 from deploy.hostkeys import REPO_ROOT
 from deploy.inventory import Host, load_inventory
 from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
+from deploy.service import StreamSettings, service_action
 from deploy.trust import TrustResult, trust_host
 
 LOGS_DIR = REPO_ROOT / "build" / "logs"
@@ -138,3 +139,21 @@ def bundle(
         runner_wheel=build_runner_wheel(),
         manifest=manifest,
     )
+
+
+def service(
+    host: Optional[str],
+    action: str,
+    settings: StreamSettings,
+    inventory: Optional[str] = None,
+    check: bool = False,
+) -> FleetResult:
+    """One `invoke service` action on every selected host; each report's `.result` says what."""
+    hosts = load_inventory(inventory).select(host)
+    if action == "install":
+        settings.validate()  # one clear line before any host is contacted
+
+    def workflow(conn):
+        return service_action(conn, action, settings, check)
+
+    return run_on(hosts, workflow, log_dir=log_dir_for(f"service-{action}"))

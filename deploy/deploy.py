@@ -21,6 +21,7 @@ from deploy.errors import DeployError
 from deploy.facts import Facts, gather_facts
 from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
 from deploy.render import render
+from deploy.service import restart_after_switch
 from deploy.sync import (
     SyncPlan,
     acquire_lock,
@@ -54,6 +55,7 @@ class DeployOutcome:
     switched: bool = False
     pruned: list = field(default_factory=list)
     deploy_dir: str = ""
+    service_restarted: bool = False  # the live stream service moved onto the new release
 
     @property
     def changed(self) -> bool:
@@ -88,6 +90,8 @@ class DeployOutcome:
             )
         if self.pruned:
             parts.append(f"pruned {', '.join(self.pruned)}")
+        if self.service_restarted:
+            parts.append("retinaface-stream restarted")
         return "; ".join(parts)
 
 
@@ -306,3 +310,5 @@ def _apply(conn, deploy_dir, plan, facts, outcome, work, progress) -> None:
         conn.run("bash -c " + shlex.quote(script), timeout=1800)
     if outcome.switched:
         outcome.pruned = activate(conn, deploy_dir, plan.id, host.keep_releases)
+        # Only a new `current` restarts the live service; an unchanged deploy never gets here.
+        outcome.service_restarted = restart_after_switch(conn)

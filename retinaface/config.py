@@ -32,5 +32,8 @@ RUNTIME_MODULES = (
     "bench",
     "telemetry",
     "profile",
+    "stream",
+    "frame_sources",
+    "live_http",
     "model",
 )

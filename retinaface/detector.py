@@ -36,7 +36,7 @@ class OnnxRuntimeBackend(object):
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         if not spinning:
-            # The benchmark takes turns between sessions: idle workers must not spin on the cores.
+            # Idle workers sleep instead of busy-waiting: other threads of the process get the cores.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
@@ -134,7 +134,7 @@ def make_backend(name, model_path, threads=None, spinning=True):
     if name not in classes:
         raise ModelError("unknown backend {!r}: choose one of {}".format(name, ", ".join(BACKENDS)))
     if name == "onnxruntime":
-        return classes[name](model_path, threads, spinning)
+        return OnnxRuntimeBackend(model_path, threads, spinning)
     return classes[name](model_path, threads)
 
 

@@ -88,7 +88,7 @@ def clip_box(box, width, height):
     ]
 
 
-def annotate(image, faces):
+def annotate(image, faces, min_thickness=1):
     """A copy of `image` with each face's box, score and 5 landmarks drawn on it.
 
     Scores sit on a filled box inside the picture (above the face, or inside it at the top
@@ -98,7 +98,7 @@ def annotate(image, faces):
 
     canvas = image.copy()
     height, width = image.shape[:2]
-    thickness = max(1, int(round(max(height, width) / 500.0)))
+    thickness = max(min_thickness, int(round(max(height, width) / 500.0)))
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness
     for face in faces:
         x1, y1, x2, y2 = [int(round(v)) for v in clip_box(face["box"], width - 1, height - 1)]

@@ -1,4 +1,4 @@
-"""The runner that goes to the Pi: `python -m retinaface.runner detect ...`.
+"""The runner that goes to the Pi: `python -m retinaface.runner detect | bench | stream ...`.
 
 Torch-free core, Python 3.7+, numpy 1.16+. Errors are one line on stderr and exit code 1.
 Nothing here imports numpy or cv2 at load time, so `--help` works on a bare Python.
@@ -82,6 +82,9 @@ def build_parser():
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(commands, _size)
+    from .stream import add_parser as add_stream_parser
+
+    add_stream_parser(commands, _size)
     return parser
 
 
@@ -133,6 +136,10 @@ def main(argv=None):
         from .bench import main_bench
 
         return _guarded(main_bench, args)
+    if args.command == "stream":
+        from .stream import main_stream
+
+        return _guarded(main_stream, args)
     return _guarded(detect_command, args)
 
 
