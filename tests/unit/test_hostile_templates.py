@@ -55,6 +55,7 @@ def contexts(bad: str):
             "apt_packages": [bad],
             "arch_note": bad,
         },
+        "bundle_unpack.sh.j2": {"deploy_dir": bad, "release_id": bad},
         "deploy_activate.sh.j2": {"deploy_dir": bad, "keep": bad, "release_id": bad},
         "deploy_link.sh.j2": {
             "deploy_dir": bad,
@@ -75,6 +76,7 @@ def contexts(bad: str):
             "marker": [bad],
         },
         "facts.sh.j2": {"python": bad},
+        "service_install.sh.j2": {"deploy_dir": bad, "unit_path": bad, "unit": bad},
         "setup_pi.sh.j2": {
             "deploy_dir": bad,
             "python": bad,
@@ -87,7 +89,8 @@ def contexts(bad: str):
         "bench_poll.sh.j2": {"kill": [True, False]},
         "build_wheels.sh.j2": {"add_swap": [True, False], "emulated": [True, False]},
         "deploy_lock.sh.j2": {"action": [bad, "take", "drop", "break"]},
-        "deploy_venv.sh.j2": {"create": [True, False]},
+        "deploy_venv.sh.j2": {"create": [True, False], "share_site": [True, False]},
+        "bundle_unpack.sh.j2": {"action": [bad, "unpack", "commit"]},
         "facts.sh.j2": {"deploy_dir": [bad, "~/" + bad]},
         "setup_pi.sh.j2": {"check": [True, False]},
     }
