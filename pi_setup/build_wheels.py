@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import jinja2
 
+from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
 from retinaface.imageio import sha256_file
 
@@ -563,9 +564,13 @@ def pull_wheels(
     work: str = DEFAULT_WORK_DIR,
     dest: Path = WHEELS_DIR,
     builder: Optional[Dict[str, Any]] = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    gate: bool = True,
 ) -> List[PulledWheel]:
-    """Copy finished wheels from the builder into `dest` (verified by sha256) and record them
-    in `dest/manifest.json`: sha256, size, source commit, builder facts, duration, log path."""
+    """Copy finished wheels from the builder into `dest` (verified by sha256, then through the
+    gate, pi_setup.wheel_gate) and record them in `dest/manifest.json`: sha256, size, source
+    commit, builder facts, duration, log path, what the gate checked. `gate=False` only for a
+    builder that is not armhf (tests on this machine): its wheels cannot pass."""
     work = work_dir(conn, work)
     status = read_status(conn, work)
     if not status.wheels:
@@ -585,26 +590,39 @@ def pull_wheels(
     remote_sha = {line.split()[1].lstrip("*"): line.split()[0] for line in sums if line.strip()}
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    release = str(plan.get("os_codename") or "bullseye")
     pulled = []
     entries = {}
     for name in status.wheels:
+        if not _SAFE.match(name) or not name.endswith(".whl"):
+            raise WheelError(f"{conn.host.name}: builder lists an unsafe wheel name {name[:80]!r}")
         local = dest / name
         expected = remote_sha.get(name)
-        copied = False
-        if not (local.exists() and sha256_file(local) == expected):
-            conn.get(f"{work}/dist/{name}", local)
-            copied = True
-        digest = sha256_file(local)
-        if expected and digest != expected:
-            local.unlink()
-            raise WheelError(
-                f"{conn.host.name}: {name}: sha256 after download is {digest}, builder says {expected}"
-            )
         package = next(
             (p for p in plan.get("packages", []) if name.startswith(p["wheel_prefix"] + "-")),
             {},
         )
         pname = package.get("name", name.split("-")[0])
+        copied = False
+        checked = None
+        if not (local.exists() and sha256_file(local) == expected):
+            # Into a scratch folder first: only a wheel that passes the gate enters `dest`.
+            with tempfile.TemporaryDirectory(prefix=".pull-", dir=str(dest)) as scratch:
+                fetched = Path(scratch) / name
+                conn.get(f"{work}/dist/{name}", fetched)
+                digest = sha256_file(fetched)
+                if expected and digest != expected:
+                    raise WheelError(
+                        f"{conn.host.name}: {name}: sha256 after download is {digest}, "
+                        f"builder says {expected}"
+                    )
+                version = str(package.get("version") or name.split("-")[1])
+                if gate:
+                    _, checked = wheel_gate.admit(fetched, dest, pname, version, release, progress)
+                else:
+                    os.replace(fetched, local)
+            copied = True
+        digest = sha256_file(local)
         entries[name] = {
             "file": name,
             "sha256": digest,
@@ -624,6 +642,8 @@ def pull_wheels(
             "log": f"{conn.host.name}:{work}/build.log",
             "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if checked is not None:
+            entries[name]["gate"] = checked.record()
         pulled.append(PulledWheel(local, digest, local.stat().st_size, copied))
     update_manifest(dest / MANIFEST_NAME, entries)
     return pulled
