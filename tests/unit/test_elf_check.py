@@ -11,13 +11,11 @@ import pytest
 
 from pi_setup import elf_check, wheel_gate
 from pi_setup.errors import WheelError
+from tests.paths import SHARED
 
-REPO = Path(__file__).resolve().parents[2]
-ORT_WHEEL = (
-    REPO.parent / "shared" / "wheels" / "buster" / "onnxruntime-1.8.1-cp39-cp39-linux_armv7l.whl"
-)
+ORT_WHEEL = SHARED / "wheels" / "buster" / "onnxruntime-1.8.1-cp39-cp39-linux_armv7l.whl"
 PYBIND = "onnxruntime-1.8.1.data/purelib/onnxruntime/capi/onnxruntime_pybind11_state.so"
-SHARED = "onnxruntime-1.8.1.data/purelib/onnxruntime/capi/libonnxruntime_providers_shared.so"
+PROVIDERS = "onnxruntime-1.8.1.data/purelib/onnxruntime/capi/libonnxruntime_providers_shared.so"
 
 
 def _x86_library() -> Path:
@@ -59,7 +57,7 @@ BULLSEYE_LIBS = [
 
 def test_real_armv7l_wheel_reads_as_armhf_with_its_needs():
     elves = {e.member: e for e in elf_check.wheel_elves(ORT_WHEEL)}
-    assert set(elves) == {PYBIND, SHARED}
+    assert set(elves) == {PYBIND, PROVIDERS}
     pybind = elves[PYBIND]
     assert pybind.arm_eabi5_hard_float and pybind.describe_arch() == "ARM 32-bit EABI5 hard-float"
     assert "libatomic.so.1" in pybind.needed and "libgomp.so.1" in pybind.needed
@@ -80,7 +78,7 @@ def test_x86_library_fails_the_arch_check(tmp_path):
 
 
 def test_soft_float_arm_object_fails_the_arch_check(tmp_path):
-    data = bytearray(_ort_member(SHARED))
+    data = bytearray(_ort_member(PROVIDERS))
     flags = int.from_bytes(data[36:40], "little")  # e_flags of a 32-bit ELF header
     data[36:40] = (flags & ~elf_check.EF_ARM_ABI_FLOAT_HARD).to_bytes(4, "little")
     wheel = _wheel(tmp_path / "soft-1.0-cp39-cp39-linux_armv7l.whl", {"soft/x.so": bytes(data)})
@@ -116,7 +114,7 @@ def test_needed_library_bundled_in_the_wheel_counts(tmp_path):
     """libonnxruntime_providers_shared.so ships inside the wheel: needing it is fine."""
     data = _ort_member(PYBIND)
     wheel = _wheel(tmp_path / "w-1.0-cp39-cp39-linux_armv7l.whl", {
-        "w/a.so": data, "w.libs/libatomic.so.1": _ort_member(SHARED),
+        "w/a.so": data, "w.libs/libatomic.so.1": _ort_member(PROVIDERS),
     })  # fmt: skip
     libs = elf_check.target_libraries(
         _rootfs(tmp_path, [n for n in BULLSEYE_LIBS if n != "libatomic.so.1"])
@@ -128,7 +126,7 @@ def test_gate_reports_the_first_failing_check_in_one_line(tmp_path):
     rootfs = _rootfs(tmp_path, BULLSEYE_LIBS)
     assert wheel_gate.gate_problems_offline(ORT_WHEEL, "bullseye", rootfs) == []
     bad = _wheel(tmp_path / "bad-1.0-cp39-cp39-linux_armv7l.whl", {
-        "bad/_core.so": _x86_library().read_bytes(), "bad/_ok.so": _ort_member(SHARED),
+        "bad/_core.so": _x86_library().read_bytes(), "bad/_ok.so": _ort_member(PROVIDERS),
     })  # fmt: skip
     assert wheel_gate.gate_problems_offline(bad, "bullseye", rootfs) == [
         "arch: bad/_core.so: EM_X86_64 64-bit, expected ARM 32-bit EABI5 hard-float (armhf)"
@@ -141,7 +139,7 @@ def test_not_a_wheel_and_truncated_elf_are_one_line_errors(tmp_path):
     with pytest.raises(WheelError, match="not a readable wheel"):
         elf_check.wheel_elves(junk)
     cut = _wheel(tmp_path / "cut-1.0-cp39-cp39-linux_armv7l.whl", {
-        "cut/x.so": _ort_member(SHARED)[:200],
+        "cut/x.so": _ort_member(PROVIDERS)[:200],
     })  # fmt: skip
     with pytest.raises(WheelError, match=r"cut/x.so: unreadable ELF file"):
         elf_check.wheel_elves(cut)
