@@ -533,17 +533,28 @@ def _last_error(log: Path) -> str:
     return "".join(ch for ch in text if ch.isprintable())[:200]
 
 
-def build(
+@dataclass(frozen=True)
+class Compiled:
+    """Wheels compiled in the build root, moved out to `holding`, not yet through the gate."""
+
+    plan: CrossPlan
+    wheels: Tuple[Tuple[CrossPackage, Path], ...]
+    seconds: Dict[str, int]
+    toolchain: str
+    log: Path
+    holding: Path
+
+
+def compile_wheels(
     packages: str,
     *,
     target: str = DEFAULT_TARGET,
     source: Optional[str] = None,
-    dest: Path = bw.WHEELS_DIR,
     jobs: int = 2,
     progress: Progress = lambda _m: None,
-) -> List[CrossWheel]:
-    """Build the packages for TARGET in the cached build root, gate each wheel, move it into
-    DEST and record it in DEST/manifest.json."""
+) -> Compiled:
+    """Compile the packages for TARGET in the cached build root (made or restored first) and
+    move the wheels to a holding folder beside it. Nothing is gated yet."""
     plan = make_plan(packages, target, source, jobs)
     _check_root_user()
     chosen = plan.target
@@ -558,33 +569,52 @@ def build(
         gcc = toolchain(chosen)
         seconds = _run_build(plan, root, dirs["log"], progress)
         built = _collect(plan, root)
-        # Out of the root before the gate: the next build may start as soon as the lock goes.
+        # Out of the root: the next build may start as soon as the lock goes.
         holding = Path(tempfile.mkdtemp(prefix=".cross-", dir=str(dirs["base"])))
-        for _package, wheel in built:
-            shutil.move(str(wheel), holding / wheel.name)
-    results = []
-    entries = {}
-    try:
+        moved = []
         for package, wheel in built:
-            staged = holding / wheel.name
+            moved.append((package, Path(shutil.move(str(wheel), holding / wheel.name))))
+    return Compiled(plan, tuple(moved), seconds, gcc, dirs["log"], holding)
+
+
+def admit_compiled(
+    compiled: Compiled, dest: Path, progress: Progress = lambda _m: None
+) -> List[CrossWheel]:
+    """Gate each compiled wheel; move those that pass into DEST and record them in
+    DEST/manifest.json. The first failure stops (its wheel and the rest stay out)."""
+    target = compiled.plan.target
+    results = []
+    try:
+        for package, wheel in compiled.wheels:
             admitted, gate = wheel_gate.admit(
-                staged, Path(dest), package.name, package.version, chosen.release, progress
+                wheel, Path(dest), package.name, package.version, target.release, progress
             )
             digest = sha256_file(admitted)
             size = admitted.stat().st_size
-            entries[admitted.name] = _manifest_entry(
-                package, chosen, admitted.name, digest, size, gcc, seconds, gate, dirs["log"]
-            )
+            entry = _manifest_entry(package, target, admitted.name, digest, size, compiled, gate)
+            bw.update_manifest(Path(dest) / bw.MANIFEST_NAME, {admitted.name: entry})
             results.append(
                 CrossWheel(admitted, digest, size, package.name, package.version,
-                           seconds.get(package.name))
+                           compiled.seconds.get(package.name))
             )  # fmt: skip
-            bw.update_manifest(
-                Path(dest) / bw.MANIFEST_NAME, {admitted.name: entries[admitted.name]}
-            )
     finally:
-        shutil.rmtree(holding, ignore_errors=True)
+        shutil.rmtree(compiled.holding, ignore_errors=True)
     return results
+
+
+def build(
+    packages: str,
+    *,
+    target: str = DEFAULT_TARGET,
+    source: Optional[str] = None,
+    dest: Path = bw.WHEELS_DIR,
+    jobs: int = 2,
+    progress: Progress = lambda _m: None,
+) -> List[CrossWheel]:
+    """Build the packages for TARGET in the cached build root, gate each wheel, move it into
+    DEST and record it in DEST/manifest.json."""
+    compiled = compile_wheels(packages, target=target, source=source, jobs=jobs, progress=progress)
+    return admit_compiled(compiled, dest, progress)
 
 
 def _collect(plan: CrossPlan, root: Path) -> List[Tuple[CrossPackage, Path]]:
@@ -610,10 +640,8 @@ def _manifest_entry(
     name: str,
     digest: str,
     size: int,
-    gcc: str,
-    seconds: Dict[str, int],
+    compiled: Compiled,
     gate: wheel_gate.GateResult,
-    log: Path,
 ) -> Dict[str, object]:
     return {
         "file": name,
@@ -624,14 +652,16 @@ def _manifest_entry(
         "source": dict(package.source),
         "build_env": dict(package.env),
         "builder": {"host": "cross", "kind": "cross"},
-        "toolchain": f"{gcc}; crossenv {CROSSENV_VERSION}; {', '.join(BUILD_TOOLS)}",
-        "sysroot": f"Debian {target.release} amd64 build root + armhf multiarch "
+        "toolchain": f"{compiled.toolchain}; crossenv {CROSSENV_VERSION}; "
+        + ", ".join(BUILD_TOOLS),
+        "sysroot": f"Debian {target.release} amd64 build root with armhf multiarch "
         f"(key {cache_key(target)})",
         "target": target.name,
         "emulated": False,
-        "duration_s": seconds.get(package.name),
+        "jobs": compiled.plan.jobs,
+        "duration_s": compiled.seconds.get(package.name),
         "gate": gate.record(),
-        "log": str(log),
+        "log": str(compiled.log),
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

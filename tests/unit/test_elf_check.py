@@ -11,21 +11,12 @@ import pytest
 
 from pi_setup import elf_check, wheel_gate
 from pi_setup.errors import WheelError
+from tests.fixtures.elf_samples import x86_library
 from tests.paths import SHARED
 
 ORT_WHEEL = SHARED / "wheels" / "buster" / "onnxruntime-1.8.1-cp39-cp39-linux_armv7l.whl"
 PYBIND = "onnxruntime-1.8.1.data/purelib/onnxruntime/capi/onnxruntime_pybind11_state.so"
 PROVIDERS = "onnxruntime-1.8.1.data/purelib/onnxruntime/capi/libonnxruntime_providers_shared.so"
-
-
-def _x86_library() -> Path:
-    import zlib  # noqa: F401  (CPython links libz: it is on every machine that runs the tests)
-
-    for folder in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"):
-        for path in sorted(Path(folder).glob("libz.so.1*")):
-            if path.is_file() and not path.is_symlink():
-                return path
-    raise AssertionError("no x86-64 libz.so.1 on this machine")
 
 
 def _wheel(path: Path, members: dict) -> Path:
@@ -69,7 +60,7 @@ def test_real_armv7l_wheel_reads_as_armhf_with_its_needs():
 
 def test_x86_library_fails_the_arch_check(tmp_path):
     wheel = _wheel(tmp_path / "bad-1.0-cp39-cp39-linux_armv7l.whl", {
-        "bad/__init__.py": b"", "bad/_core.so": _x86_library().read_bytes(),
+        "bad/__init__.py": b"", "bad/_core.so": x86_library().read_bytes(),
     })  # fmt: skip
     (problem,) = elf_check.check_arch(elf_check.wheel_elves(wheel))
     assert problem == (
@@ -126,7 +117,7 @@ def test_gate_reports_the_first_failing_check_in_one_line(tmp_path):
     rootfs = _rootfs(tmp_path, BULLSEYE_LIBS)
     assert wheel_gate.gate_problems_offline(ORT_WHEEL, "bullseye", rootfs) == []
     bad = _wheel(tmp_path / "bad-1.0-cp39-cp39-linux_armv7l.whl", {
-        "bad/_core.so": _x86_library().read_bytes(), "bad/_ok.so": _ort_member(PROVIDERS),
+        "bad/_core.so": x86_library().read_bytes(), "bad/_ok.so": _ort_member(PROVIDERS),
     })  # fmt: skip
     assert wheel_gate.gate_problems_offline(bad, "bullseye", rootfs) == [
         "arch: bad/_core.so: EM_X86_64 64-bit, expected ARM 32-bit EABI5 hard-float (armhf)"
