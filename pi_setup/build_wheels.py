@@ -788,7 +788,9 @@ def build_wheels_on(
                 f"{conn.host.name}: build {status.state} at {status.stage} ({status.detail}); "
                 f"see {started.work}/build.log; run again to resume"
             )
-        pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn))
+        pulled = pull_wheels(
+            conn, work, dest, builder=builder_facts(conn), progress=lambda m: out(f"- {m}\n")
+        )
         return replace(outcome, status=status, pulled=tuple(pulled))
 
 
