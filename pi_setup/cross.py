@@ -45,6 +45,7 @@ TARGET_PREFIX = "/opt/target"
 WORK_IN_ROOT = "/work"
 ROOT_STAMP = ".retinaface-pi-cross"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+HOST_CA_IN_ROOT = "/etc/retinaface-pi-host-ca.crt"
 
 DEBOOTSTRAP_TIMEOUT = 30 * 60
 SETUP_TIMEOUT = 45 * 60
@@ -310,10 +311,12 @@ def _check_root_user() -> None:
 
 
 def _refresh_network_files(root: Path) -> None:
-    """Today's resolver and CA bundle, so pip inside reaches PyPI (also behind a TLS proxy)."""
+    """Today's resolver and this machine's CA bundle (pip inside uses it: PIP_CERT), so pip
+    reaches PyPI also behind a TLS proxy. A file of its own: apt's ca-certificates rewrites
+    the root's ca-certificates.crt."""
     for source, inside in (
         (Path("/etc/resolv.conf"), root / "etc/resolv.conf"),
-        (HOST_CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt"),
+        (HOST_CA_BUNDLE, root / HOST_CA_IN_ROOT.lstrip("/")),
     ):
         if source.exists():
             inside.unlink(missing_ok=True)
@@ -327,7 +330,7 @@ def _chroot(root: Path, argv: List[str]) -> List[str]:
 
 def chroot_env() -> Dict[str, str]:
     """A clean environment for the build root: nothing of the caller's (PIP_*, CC, …) leaks in."""
-    return {**emulator.CHROOT_ENV, "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
+    return {**emulator.CHROOT_ENV, "PIP_CERT": HOST_CA_IN_ROOT}
 
 
 def ensure_build_root(target: CrossTarget, progress: Progress = lambda _m: None) -> str:
@@ -376,18 +379,24 @@ def _build_root(target: CrossTarget, progress: Progress) -> None:
     log, work = dirs["log"], dirs["build"]
     dirs["base"].mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    emulator._rmtree(work)
     mirror = emulator.mirror_url()
     started = time.monotonic()
 
     def stage(message: str) -> None:
         progress(f"[{time.monotonic() - started:5.0f} s] {message}")
 
-    stage(f"debootstrap {target.release} amd64 (minbase) from {mirror}")
-    emulator._run_logged(
-        ["debootstrap", "--arch=amd64", "--variant=minbase", target.release, str(work), mirror],
-        log, DEBOOTSTRAP_TIMEOUT, f"debootstrap of the {target.name} build root",
-    )  # fmt: skip
+    # A finished debootstrap is kept: a failed setup step (network, proxy) resumes after it.
+    bootstrapped = work / ".debootstrap-done"
+    if bootstrapped.is_file() and bootstrapped.read_text().strip() == target.release:
+        stage(f"keeping the debootstrapped {target.release} tree in {work}")
+    else:
+        emulator._rmtree(work)
+        stage(f"debootstrap {target.release} amd64 (minbase) from {mirror}")
+        emulator._run_logged(
+            ["debootstrap", "--arch=amd64", "--variant=minbase", target.release, str(work), mirror],
+            log, DEBOOTSTRAP_TIMEOUT, f"debootstrap of the {target.name} build root",
+        )  # fmt: skip
+        bootstrapped.write_text(target.release + "\n")
     # No services start in the root; apt installs no recommends.
     emulator._atomic_write(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
     emulator._atomic_write(
@@ -401,8 +410,9 @@ def _build_root(target: CrossTarget, progress: Progress) -> None:
         _chroot(work, ["/bin/bash", "/tmp/cross-root.sh"]),
         log, SETUP_TIMEOUT, f"setting up the {target.name} build root", env=chroot_env(),
     )  # fmt: skip
-    (work / "tmp/cross-root.sh").unlink()
-    (work / "usr/sbin/policy-rc.d").unlink()
+    for leftover in ("tmp/cross-root.sh", "usr/sbin/policy-rc.d", HOST_CA_IN_ROOT.lstrip("/"),
+                     bootstrapped.name):  # fmt: skip
+        (work / leftover).unlink(missing_ok=True)
     (work / ROOT_STAMP).write_text(cache_key(target) + "\n")
 
     tarball = tarball_path(target)
