@@ -143,43 +143,48 @@ def gate_wheel(
 def _install_and_check(wheel: Path, package: str, version: str, emu, rootfs: Path) -> str:
     """pip-install WHEEL into a scratch folder of the emulated root filesystem, run the package's
     self-check there, remove the folder; the self-check's output line."""
-    from pi_setup import emulator
-
     check = SELF_CHECKS.get(package)
     scratch = Path(tempfile.mkdtemp(prefix="retinaface-pi-gate-", dir=str(rootfs / "tmp")))
     inside = "/tmp/" + scratch.name
     try:
         shutil.copy2(wheel, scratch / wheel.name)
-        script = (
-            "set -e; python3 -m pip install -q --no-deps --no-index --disable-pip-version-check "
-            f"--target {inside}/site {shlex.quote(inside + '/' + wheel.name)}"
-        )
-        if check is not None:
-            script += f"; cd /; PYTHONPATH={inside}/site python3 -s -c {shlex.quote(check.code)}"
-        argv = emulator._in_namespace(rootfs, emu.host, ["/bin/sh", "-c", script])
-        try:
-            done = subprocess.run(
-                argv, env=emulator.CHROOT_ENV, capture_output=True, text=True,
-                timeout=SELF_CHECK_TIMEOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise _fail(wheel, "install", f"no answer in {SELF_CHECK_TIMEOUT} s") from None
-        except OSError as error:
-            raise EmulatorError(f"cannot enter {rootfs}: {error}") from None
-        lines = done.stdout.strip().splitlines()
-        last = _printable(lines[-1] if lines else "")
-        if done.returncode != 0:
-            stage = "selfcheck" if "Successfully" in done.stdout or check is None else "install"
-            err = _printable((done.stderr.strip().splitlines() or ["no output"])[-1])
-            raise _fail(wheel, stage, f"exit {done.returncode}: {err}")
+        _in_emulator(
+            wheel, "install", emu, rootfs,
+            ["python3", "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+             "--disable-pip-version-check", "--target", f"{inside}/site",
+             f"{inside}/{wheel.name}"],
+        )  # fmt: skip
         if check is None:
             return "install only"
+        script = f"cd / && PYTHONPATH={inside}/site exec python3 -s -c {shlex.quote(check.code)}"
+        out = _in_emulator(wheel, "selfcheck", emu, rootfs, ["/bin/sh", "-c", script])
+        lines = out.strip().splitlines()
+        last = _printable(lines[-1] if lines else "")
         expect = check.expect.format(version=version)
         if last != expect:
             raise _fail(wheel, "selfcheck", f"printed {last!r}, expected {expect!r}")
         return last
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _in_emulator(wheel: Path, check: str, emu, rootfs: Path, argv: List[str]) -> str:
+    """Run ARGV chrooted in the emulated root filesystem; its stdout, or the check's failure."""
+    from pi_setup import emulator
+
+    try:
+        done = subprocess.run(
+            emulator._in_namespace(rootfs, emu.host, argv), env=emulator.CHROOT_ENV,
+            capture_output=True, text=True, timeout=SELF_CHECK_TIMEOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise _fail(wheel, check, f"no answer in {SELF_CHECK_TIMEOUT} s") from None
+    except OSError as error:
+        raise EmulatorError(f"cannot enter {rootfs}: {error}") from None
+    if done.returncode != 0:
+        err = _printable((done.stderr.strip().splitlines() or ["no output"])[-1])
+        raise _fail(wheel, check, f"exit {done.returncode}: {err}")
+    return done.stdout
 
 
 def _printable(text: str, limit: int = 200) -> str:
