@@ -640,8 +640,14 @@ def emu_status(c):
 
 # --- wheel tasks (pi_setup/ wheels) ---
 
-BUILDER_HELP = "the build host: pi4, pi4-emu (after `invoke emu-up`), or any armhf inventory host"
-PACKAGES_HELP = "comma list of torch, torchvision, pi-probe (torchvision pulls in torch)"
+BUILDER_HELP = (
+    "the build host: pi4, pi4-emu (after `invoke emu-up`), any armhf inventory host, "
+    "or `cross` (x86 cross toolchain on this machine, as root)"
+)
+PACKAGES_HELP = (
+    "comma list; native builders: torch, torchvision, pi-probe (default torch,torchvision); "
+    "cross: numpy[==V], pi-probe (default numpy)"
+)
 
 
 def _wheel_config(c, key, default=None):
@@ -739,13 +745,14 @@ def fetch_ort(
         "work_dir": "build directory on the builder (default ~/retinaface-pi-build)",
         "wheels_dir": "where pulled wheels and manifest.json go (default wheels/)",
         "inventory": INVENTORY_HELP,
+        "target": "with --builder cross: the Pi userland to build for (default bullseye-cp39)",
     }
 )
 @user_errors
 def build_wheels(
     c,
     builder=None,
-    packages="torch,torchvision",
+    packages=None,
     jobs=2,
     source=None,
     print_script=False,
@@ -758,15 +765,19 @@ def build_wheels(
     os=None,
     python=None,
     emulated=False,
+    target="bullseye-cp39",
 ):
-    """Build torch 1.7.0 / torchvision 0.8.1 armv7l wheels on a Pi (detached; rerun resumes)."""
+    """Build armv7l wheels: torch/torchvision on a Pi (detached; rerun resumes), numpy cross."""
     import sys
     from pathlib import Path
 
     from pi_setup import build_wheels as bw
     from pi_setup.errors import WheelError
 
-    names = [name.strip() for name in packages.split(",") if name.strip()]
+    if builder == "cross":
+        _build_wheels_cross(packages or "numpy", target, source, print_script, jobs, wheels_dir)
+        return
+    names = [name.strip() for name in (packages or "torch,torchvision").split(",") if name.strip()]
     if print_script:
         script, facts = bw.script_for(
             builder,
@@ -820,6 +831,24 @@ def build_wheels(
             f"  follow: invoke build-wheels --builder {builder} --follow | "
             f"status: invoke build-status --builder {builder}"
         )
+
+
+def _build_wheels_cross(packages, target, source, print_script, jobs, wheels_dir):
+    """build-wheels --builder cross: cached build root, gate, wheels folder."""
+    from pathlib import Path
+
+    from pi_setup import build_wheels as bw
+    from pi_setup import cross
+
+    if print_script:
+        print(cross.script_text(packages, target, source, int(jobs)), end="")
+        return
+    dest = Path(wheels_dir) if wheels_dir else bw.WHEELS_DIR
+    wheels = cross.build(
+        packages, target=target, source=source, dest=dest, jobs=int(jobs), progress=_print_progress
+    )
+    for line in cross.describe(wheels):
+        print(line)
 
 
 @task(

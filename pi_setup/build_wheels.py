@@ -9,6 +9,7 @@ build.pid, state (one `<epoch> <event>` line per stage), plan.json, src/, dist/,
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import jinja2
 
 from deploy.render import add_shell_filters
+from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
 from retinaface.imageio import sha256_file, write_atomic
 
@@ -604,9 +606,13 @@ def pull_wheels(
     work: str = DEFAULT_WORK_DIR,
     dest: Path = WHEELS_DIR,
     builder: Optional[Dict[str, Any]] = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    gate: bool = True,
 ) -> List[PulledWheel]:
-    """Copy finished wheels from the builder into `dest` (verified by sha256) and record them
-    in `dest/manifest.json`: sha256, size, source commit, builder facts, duration, log path."""
+    """Copy finished wheels from the builder into `dest` (verified by sha256, then through the
+    gate, pi_setup.wheel_gate) and record them in `dest/manifest.json`: sha256, size, source
+    commit, builder facts, duration, log path, what the gate checked. `gate=False` only for a
+    builder that is not armhf (tests on this machine): its wheels cannot pass."""
     work = work_dir(conn, work)
     host = conn.host.name
     status = read_status(conn, work)
@@ -649,6 +655,7 @@ def pull_wheels(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
+    release = str(plan.get("os_codename") or "bullseye")
     pulled = []
     entries = {}
     for name in status.wheels:
@@ -656,23 +663,33 @@ def pull_wheels(
         expected = remote_sha.get(name)
         if expected is None:
             raise WheelError(f"{host}: no sha256 from the builder for {work}/dist/{name}")
-        copied = False
-        if not (local.exists() and sha256_file(local) == expected):
-            conn.get(
-                f"{work}/dist/{name}",
-                local,
-                max_bytes=WHEEL_MAX_BYTES,
-                timeout=WHEEL_PULL_TIMEOUT,
-            )
-            copied = True
-        digest = sha256_file(local)
-        if digest != expected:
-            local.unlink()
-            raise WheelError(
-                f"{host}: {name}: sha256 after download is {digest}, builder says {expected}"
-            )
         package = owner[name]
         pname = str(package.get("name", name.split("-")[0]))
+        copied = False
+        checked = None
+        if not (local.exists() and sha256_file(local) == expected):
+            # Into a scratch folder first: only a wheel that passes the gate enters `dest`.
+            with tempfile.TemporaryDirectory(prefix=".pull-", dir=str(dest)) as scratch:
+                fetched = Path(scratch) / name
+                conn.get(
+                    f"{work}/dist/{name}",
+                    fetched,
+                    max_bytes=WHEEL_MAX_BYTES,
+                    timeout=WHEEL_PULL_TIMEOUT,
+                )
+                digest = sha256_file(fetched)
+                if digest != expected:
+                    raise WheelError(
+                        f"{host}: {name}: sha256 after download is {digest}, "
+                        f"builder says {expected}"
+                    )
+                version = str(package.get("version") or name.split("-")[1])
+                if gate:
+                    _, checked = wheel_gate.admit(fetched, dest, pname, version, release, progress)
+                else:
+                    os.replace(fetched, local)
+            copied = True
+        digest = sha256_file(local)
         entries[name] = {
             "file": name,
             "sha256": digest,
@@ -692,6 +709,8 @@ def pull_wheels(
             "log": f"{conn.host.name}:{work}/build.log",
             "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if checked is not None:
+            entries[name]["gate"] = checked.record()
         pulled.append(PulledWheel(local, digest, local.stat().st_size, copied))
     update_manifest(dest / MANIFEST_NAME, entries)
     return pulled
@@ -835,7 +854,9 @@ def build_wheels_on(
                 f"{conn.host.name}: build {status.state} at {status.stage} ({status.detail}); "
                 f"see {started.work}/build.log; run again to resume"
             )
-        pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn))
+        pulled = pull_wheels(
+            conn, work, dest, builder=builder_facts(conn), progress=lambda m: out(f"- {m}\n")
+        )
         return replace(outcome, status=status, pulled=tuple(pulled))
 
 

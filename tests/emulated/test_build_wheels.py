@@ -139,6 +139,8 @@ def test_probe_wheel_built_on_emulated_pi_resumes_pulls_and_deploys(bullseye, tm
     assert entry["builder"]["os_codename"] == "bullseye"
     assert entry["emulated"] is True and isinstance(entry["duration_s"], int)
     assert entry["log"].startswith("pi4-emu:/") and entry["log"].endswith("/build.log")
+    # the pull went through the wheel gate (ELF checks, install and self-check on pi4-emu's root)
+    assert entry["gate"]["target"] == "bullseye" and entry["gate"]["self_check"] == "42 32"
 
     # build-status from the command line, like a user
     result = subprocess.run(

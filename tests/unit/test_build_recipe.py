@@ -201,7 +201,17 @@ def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
         assert "keeping the source and build tree" in log
         assert status.elapsed is not None and status.elapsed < 60
 
-        pulled = bw.pull_wheels(conn, work, wheels, builder={"machine": "x86_64"})
+        # The gate refuses this x86 wheel before it reaches the wheels folder: one line.
+        with pytest.raises(WheelError) as refused:
+            bw.pull_wheels(conn, work, wheels, builder={"machine": "x86_64"})
+        assert str(refused.value).startswith("gate: pi_probe-0.1.0-cp")
+        assert "arch check failed: pi_probe" in str(refused.value)
+        assert "EM_X86_64 64-bit, expected ARM 32-bit EABI5 hard-float" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        assert list(wheels.iterdir()) == []  # nothing added, no scratch left
+
+        # Past the gate (only tests do that: this builder is x86): the manifest bookkeeping.
+        pulled = bw.pull_wheels(conn, work, wheels, builder={"machine": "x86_64"}, gate=False)
         assert len(pulled) == 1 and pulled[0].copied
         wheel = pulled[0].path
         assert wheel.name.startswith("pi_probe-0.1.0-cp")
@@ -229,7 +239,7 @@ def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
             status.state == "finished"
             and "skip pi-probe (wheel exists" in (Path(work) / "build.log").read_text()
         )
-        assert not bw.pull_wheels(conn, work, wheels)[0].copied
+        assert not bw.pull_wheels(conn, work, wheels, gate=False)[0].copied
         text = "".join(bw.follow_log(conn, work, poll=0.1, from_start=True))
         assert text.rstrip().endswith("finished")
 
