@@ -87,6 +87,12 @@ PUBLISHED = (
 )
 
 
+EMULATED_WARNING = (
+    "EMULATED: an ARM userland under qemu-user on an x86 CPU; these timings are not a Pi's "
+    "and not proportional to one"
+)
+
+
 @dataclass
 class HostResult:
     """One host's pulled bench.json."""
@@ -101,6 +107,17 @@ class HostResult:
 
     def variant(self, name: str) -> Optional[dict]:
         return self.data["variants"].get(name)
+
+    @property
+    def emulated(self) -> bool:
+        """Measured on an emulated Pi (deploy's facts: ARM userland on an x86 CPU, qemu-user)."""
+        facts = self.data.get("facts") or {}
+        return isinstance(facts, dict) and facts.get("emulated") not in (None, "no")
+
+    @property
+    def label(self) -> str:
+        """The host's name as every table shows it: emulated timings say so."""
+        return f"{self.host} (emulated)" if self.emulated else self.host
 
 
 @dataclass
@@ -304,8 +321,11 @@ def _describe(result: HostResult) -> dict:
     machine = host.get("pi_model") or host.get("cpu") or "?"
     size = config["size"]
     threads = config.get("threads") or "runtime default"
+    warnings = list(data.get("warnings", []))
+    if result.emulated:
+        warnings.insert(0, EMULATED_WARNING)
     return {
-        "name": result.host,
+        "name": result.label,
         "machine": f"{machine} ({host.get('machine', '?')}, {host.get('cpu_count', '?')} CPUs)",
         "os": facts.get("os", host.get("platform", "?")),
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(host.get("versions", {}).items())),
@@ -316,7 +336,7 @@ def _describe(result: HostResult) -> dict:
             f"{config.get('image_size', ['?', '?'])[1]}"
         ),
         "started": data.get("started", "?"),
-        "warnings": list(data.get("warnings", [])),
+        "warnings": warnings,
         "telemetry": _telemetry_line(data.get("telemetry", {})),
     }
 
@@ -377,7 +397,7 @@ def table_context(results: list, title: str) -> dict:
         "references": reference_rows(columns),
         "published": PUBLISHED,
         "comparison": comparison_rows(results, columns) if len(results) > 1 else [],
-        "host_names": [result.host for result in results],
+        "host_names": [result.label for result in results],
         "csv_rows": csv_rows(results),
     }
 
@@ -392,7 +412,7 @@ def csv_rows(results: list) -> list:
         for name in result.variants:
             record = result.variant(name)
             base = {
-                "kind": "measured",
+                "kind": "emulated" if result.emulated else "measured",
                 "host": result.host,
                 "variant": name,
                 "backend": record.get("backend") or "",
@@ -469,7 +489,7 @@ def chart(results: list, width: int = 760, bar: int = 18, gap: int = 8) -> dict:
         for name in result.variants:
             record = result.variant(name)
             if record and record["status"] == "ok":
-                label = name if len(results) == 1 else f"{result.host} · {name}"
+                label = name if len(results) == 1 else f"{result.label} · {name}"
                 entries.append((label, record))
     left, right, top = 190, 40, 28
     plot = width - left - right
