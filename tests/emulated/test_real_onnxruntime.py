@@ -129,3 +129,42 @@ def test_remote_bench_runs_end_to_end_with_emulated_timings_labelled(deployed, t
         assert row["kind"] == "emulated" and row["status"] == "ok", row
         assert int(row["faces"]) > 0 and float(row["p50"]) > 0, (variant, row)
     print("\n" + md)
+
+
+def _probe(st, python: str, model_file: str, env: str = "") -> dict:
+    """tests/emulated/ort_numpy_probe.py run by PYTHON on the emulated Pi."""
+    script = (Path(__file__).parent / "ort_numpy_probe.py").read_text()
+    model = f"{DEPLOY_DIR}/current/models/{model_file}"
+    out = ssh(st, f"{env} {python} - {model}", timeout=900, input=script)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_what_numpy_1195_breaks_for_onnxruntime_181(deployed):
+    """The decision for the wheel, measured: the same onnxruntime 1.8.1 files under Debian's
+    numpy 1.19.5 (C-API 0xd) and under the shipped numpy (0xe). Every call we and onnxruntime's
+    Python API make gives identical bytes; 1.19.5 costs the C-API error lines on stderr at every
+    import (and would need filtering fd 2 of every process to hide)."""
+    site = f"{DEPLOY_DIR}/ort-only"
+    unpack = (
+        f"rm -rf {site} && {VENV_PY} -c 'import sys, zipfile; "
+        f"zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
+        f"{DEPLOY_DIR}/current/wheelhouse/{ORT_FILE} {site}"
+    )
+    assert ssh(deployed, unpack, timeout=600).returncode == 0
+    old = _probe(deployed, "python3", "fp32.onnx", env=f"PYTHONPATH={site}")
+    new = _probe(deployed, VENV_PY, "fp32.onnx")
+    print("\nnumpy 1.19.5:", json.dumps(old, indent=1), "\nshipped numpy:", json.dumps(new))
+    assert old["numpy"] == "1.19.5" and old["onnxruntime"] == new["onnxruntime"] == "1.8.1"
+    assert (
+        "module compiled against API version 0xe but this version of numpy is 0xd"
+        in (old["import_stderr"])
+    )
+    assert old["import_error"] is None and new["import_error"] is None
+    assert new["import_stderr"] == ""
+    assert old["pybind_names"] == new["pybind_names"]
+    assert old["calls"] == new["calls"]
+    broken = [k for k, v in new["calls"].items() if "ERROR" in str(v) and k != "run float64"]
+    assert broken == []
+    assert new["calls"]["run float64"].startswith("ERROR")  # refused on both, as on x86
+    ssh(deployed, f"rm -rf {site}")
