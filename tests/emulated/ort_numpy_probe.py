@@ -52,6 +52,7 @@ def main(model_path):
     ort, error, stderr = _import_onnxruntime()
     report = {"numpy": np.__version__, "import_error": error, "import_stderr": stderr}
     if ort is None:
+        report["sys_path"] = sys.path
         print(json.dumps(report))
         return
     from onnxruntime.capi import _pybind_state as C
