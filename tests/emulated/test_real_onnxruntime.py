@@ -148,11 +148,11 @@ def test_what_numpy_1195_breaks_for_onnxruntime_181(deployed):
     numpy 1.19.5 (C-API 0xd) and under the shipped numpy (0xe). Every call we and onnxruntime's
     Python API make gives identical bytes; 1.19.5 costs the C-API error lines on stderr at every
     import (and would need filtering fd 2 of every process to hide)."""
-    site = f"$HOME/{DEPLOY_DIR}/ort-only"  # absolute: a relative PYTHONPATH was not found
+    site = f"$HOME/{DEPLOY_DIR}/ort-only"
     unpack = (
-        f"rm -rf {site} && {VENV_PY} -c 'import sys, zipfile; "
-        f"zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
-        f"{DEPLOY_DIR}/current/wheelhouse/{ORT_FILE} {site} && ls {site}/onnxruntime/capi >&2"
+        # pip, not unzip: this wheel keeps its package under onnxruntime-1.8.1.data/purelib/
+        f"rm -rf {site} && {VENV_PY} -m pip install -q --no-deps --no-index --target {site} "
+        f"{DEPLOY_DIR}/current/wheelhouse/{ORT_FILE} && ls {site}/onnxruntime/capi >&2"
     )
     unpacked = ssh(deployed, unpack, timeout=600)
     assert unpacked.returncode == 0 and "_pybind_state" in unpacked.stderr, unpacked.stderr
