@@ -723,7 +723,10 @@ def fetch_ort(
             print(f"  recorded sha256 and size in {lock or ort.LOCK_PATH}")
     pip, apt = ort.host_requirements(fetched[0].result.path) if fetched else ([], [])
     if pip or apt:
-        print(f"deploy installs it with: pip {' '.join(pip)}; apt {' '.join(apt)}")
+        print(
+            f"deploy installs it with: {' '.join(pip)} (the host's own, or a wheel for its tag in "
+            f"wheels/; no package index); apt {' '.join(apt)}"
+        )
 
 
 @task(

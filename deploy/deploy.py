@@ -146,6 +146,41 @@ def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:
     return pip, apt
 
 
+def missing_requirements(host: str, facts: Facts, wheel_names) -> Optional[str]:
+    """One line naming a pip requirement of the release's wheels that nothing satisfies, or None.
+
+    Deploy never reaches a package index: a requirement (onnxruntime's numpy>=1.20,<2) is met by
+    the host's own package (facts) or by a wheel for the host's tag in wheels/ (the wheelhouse).
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    names = list(wheel_names)
+    available = {"numpy": [facts.numpy] if facts.numpy else []}
+    for name in names:
+        try:
+            project, version, _, _ = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            continue
+        available.setdefault(str(project), []).append(str(version))
+    for wheel in names:
+        for text in wheel_requirements([wheel])[0]:
+            requirement = Requirement(text)
+            versions = available.get(requirement.name, [])
+            if any(requirement.specifier.contains(v, prereleases=True) for v in versions):
+                continue
+            tag = f"{facts.python_tag}-{facts.python_tag}-{facts.platform_tag}"
+            on_host = facts.numpy if requirement.name == "numpy" else None
+            return (
+                f"{host}: {wheel} needs {text}; the host has {requirement.name} "
+                f"{on_host or 'none'} and wheels/ has no {requirement.name} wheel for {tag} "
+                f"that fits (build it: invoke build-wheels --builder cross --packages "
+                f"{requirement.name}); deploy uses no package index"
+            )
+    return None
+
+
+
 def shares_site(conn: HostConnection) -> bool:
     """Whether the host's venv must also see its interpreter's own site dirs: local hosts.
 
@@ -199,6 +234,9 @@ def deploy_host(
     plan = plan_release(
         facts.tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest
     )
+    missing = missing_requirements(host.name, facts, plan.wheels)
+    if missing:
+        raise DeployError(missing)
     share = shares_site(conn)
     outcome, work = _survey(conn, deploy_dir, plan, check, facts.python, share)
     if check or not work.needed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -34,6 +35,8 @@ class Facts:
     glibc: Optional[str]
     home: str = ""  # the login user's $HOME
     runner_python: Optional[str] = None  # <deploy_dir>/venv/bin/python once deployed
+    numpy: Optional[str] = None  # numpy version the host's Python imports (system), None if none
+    emulated: Optional[str] = None  # "qemu-user" when an ARM userland runs on an x86 CPU
     tags: tuple = field(default=(), repr=False)  # supported wheel tags, most preferred first
 
     def summary(self) -> dict:
@@ -59,6 +62,8 @@ class Facts:
             "ram": f"{self.mem_total_mb} MB ({self.mem_available_mb} MB available)",
             "disk free": f"{self.disk_free_mb} MB",
             "pi model": self.pi_model or "not a Raspberry Pi",
+            "numpy": self.numpy or "none",
+            "emulated": self.emulated or "no",
             "temperature": (
                 f"{self.temperature_c:.1f} °C" if self.temperature_c is not None else "unknown"
             ),
@@ -111,8 +116,18 @@ def parse_facts(host: str, text: str) -> Facts:
         glibc=values.get("glibc") or None,
         home=values.get("home", ""),
         runner_python=values.get("runner_python") or None,
+        numpy=_version(values.get("numpy", "")),
+        emulated="qemu-user" if values.get("emulated") == "qemu-user" else None,
         tags=tuple(tags),
     )
+
+
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([a-z]+[0-9]*)?(\+[A-Za-z0-9.]+)?$")
+
+
+def _version(text: str) -> Optional[str]:
+    """A plain version number from the host, or None (the host is not trusted)."""
+    return text if _VERSION.match(text) and len(text) <= 40 else None
 
 
 def gather_facts(conn: HostConnection) -> Facts:

@@ -92,6 +92,12 @@ PUBLISHED = (
 )
 
 
+EMULATED_WARNING = (
+    "EMULATED: an ARM userland under qemu-user on an x86 CPU; these timings are not a Pi's "
+    "and not proportional to one"
+)
+
+
 @dataclass
 class HostResult:
     """One host's pulled bench.json."""
@@ -106,6 +112,17 @@ class HostResult:
 
     def variant(self, name: str) -> Optional[dict]:
         return self.data["variants"].get(name)
+
+    @property
+    def emulated(self) -> bool:
+        """Measured on an emulated Pi (deploy's facts: ARM userland on an x86 CPU, qemu-user)."""
+        facts = self.data.get("facts") or {}
+        return isinstance(facts, dict) and facts.get("emulated") not in (None, "no")
+
+    @property
+    def label(self) -> str:
+        """The host's name as every table shows it: emulated timings say so."""
+        return f"{self.host} (emulated)" if self.emulated else self.host
 
 
 @dataclass
@@ -283,8 +300,11 @@ def _describe(result: HostResult) -> dict:
         from deploy.sweep import sweep_setting
 
         size, threads = sweep_setting(sizes, counts)
+    warnings = list(data.get("warnings", []))
+    if result.emulated:
+        warnings.insert(0, EMULATED_WARNING)
     return {
-        "name": result.host,
+        "name": result.label,
         "machine": f"{machine} ({host.get('machine', '?')}, {host.get('cpu_count', '?')} CPUs)",
         "os": facts.get("os", host.get("platform", "?")),
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(host.get("versions", {}).items())),
@@ -296,7 +316,7 @@ def _describe(result: HostResult) -> dict:
             f"{config.get('image_size', ['?', '?'])[1]}"
         ),
         "started": data.get("started", "?"),
-        "warnings": list(data.get("warnings", [])),
+        "warnings": warnings,
         "telemetry": _telemetry_line(data.get("telemetry", {})),
     }
 
@@ -357,7 +377,7 @@ def table_context(results: list, title: str) -> dict:
         "references": reference_rows(columns),
         "published": PUBLISHED,
         "comparison": comparison_rows(results, columns) if len(results) > 1 else [],
-        "host_names": [result.host for result in results],
+        "host_names": [result.label for result in results],
         "csv_rows": csv_rows(results),
     }
 
@@ -373,7 +393,7 @@ def csv_rows(results: list) -> list:
             record = result.variant(name)
             cell = record.get("cell") if isinstance(record.get("cell"), dict) else {}
             base = {
-                "kind": "measured",
+                "kind": "emulated" if result.emulated else "measured",
                 "host": result.host,
                 "variant": name,
                 "backend": record.get("backend") or "",
@@ -465,7 +485,7 @@ def _chart_entries(results: list) -> list:
         for name in result.variants:
             record = result.variant(name)
             if record and record["status"] == "ok":
-                label = name if len(results) == 1 else f"{result.host} · {name}"
+                label = name if len(results) == 1 else f"{result.label} · {name}"
                 entries.append((label + ("" if record["valid"] else " ⚠"), record))
     return entries
 

@@ -511,7 +511,8 @@ def fetch_for_targets(
 
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
 # onnxruntime (nknytk armv7l builds): numpy C-API 0xe -> numpy>=1.20 (Debian bullseye ships 1.19.5),
-# numpy 2 breaks numpy-1 builds; the .so links libgomp and libatomic.
+# numpy 2 breaks numpy-1 builds; the .so links libgomp and libatomic. Deploy meets pip requirements
+# offline: the host's own numpy or a wheel in wheels/ (deploy.deploy.missing_requirements).
 _HOST_REQUIREMENTS: Dict[str, Tuple[List[str], List[str]]] = {
     "onnxruntime": (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"]),
     "torch": ([], ["libopenblas-dev", "libgomp1", "libatomic1"]),

@@ -224,6 +224,7 @@ def export_models(
         list_images,
     )
     from .optimize import optimize_portable
+    from .portable import make_portable_file
     from .quantize import calibration_blobs, quantize_int8
 
     out_dir = Path(out_dir)
@@ -318,6 +319,13 @@ def export_models(
             "quantization": "static QDQ, per-channel int8 weights, uint8 activations, MinMax at 3 scales; heads in float",
             "calibration": [p.name for p in calib_images],
         }
+
+        progress("portable: used opset imports only, IR version onnxruntime 1.8/1.9 read")
+        for entry in models.values():
+            if entry["file"].endswith(".onnx"):
+                path = staging / entry["file"]
+                entry["onnxruntime_min"] = make_portable_file(path)
+                entry.update(describe(path))
 
         progress(
             f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs"

@@ -293,3 +293,24 @@ def test_host_facts_rows_are_not_repeated():
         keys = [key for key, _ in report._facts_table(result)["rows"]]
         assert len(keys) == len(set(keys))
         assert "runner host" in keys and "versions" in keys
+
+
+def test_emulated_timings_are_labelled_in_every_table(tmp_path):
+    """A host whose facts say qemu-user is marked as emulated in table.md, table.csv and HTML."""
+    for name in ("local", "fixture-b"):
+        shutil.copytree(RESULTS / name, tmp_path / name)
+    path = tmp_path / "fixture-b" / "bench.json"
+    data = json.loads(path.read_text())
+    data.setdefault("facts", {})["emulated"] = "qemu-user"
+    path.write_text(json.dumps(data))
+    texts = render_tables(load_results(tmp_path), "emulated")
+    md = texts["table.md"]
+    assert "## fixture-b (emulated)" in md and "## local\n" in md
+    assert "warning: EMULATED: an ARM userland under qemu-user" in md
+    assert "| variant | fixture-b (emulated) | local |" in md
+    rows = list(csv.DictReader(io.StringIO(texts["table.csv"])))
+    kinds = {(r["host"], r["kind"]) for r in rows if r["kind"] in ("measured", "emulated")}
+    assert kinds == {("fixture-b", "emulated"), ("local", "measured")}
+    html = texts["report.html"]
+    assert "<h2>fixture-b (emulated)</h2>" in html and "EMULATED: an ARM userland" in html
+    assert "<th>fixture-b (emulated)</th>" in html
