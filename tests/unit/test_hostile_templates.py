@@ -40,9 +40,23 @@ def hostile(marker: Path) -> str:
     )
 
 
+class CrossPackage:
+    """What templates/cross_build.sh.j2 reads of a pi_setup.cross package, every field hostile."""
+
+    def __init__(self, bad: str, requirements: bool):
+        self.name = self.spec = bad
+        self.requirements = bad if requirements else None
+        self.env = ((bad, bad),)
+        self._bad = bad
+
+    def sdist_digest(self) -> str:
+        return self._bad
+
+
 def contexts(bad: str):
     """(template, context) pairs: hostile strings in every field, every branch's flags."""
     package = Package(name=bad, version=bad, repo=bad, ref=bad, env=((bad, bad),), install=True)
+    cross_common = {"target": bad, "triplet": bad, "crossenv_version": bad, "crossenv_dir": bad}
     fixed = {
         "bench_poll.sh.j2": {"run_dir": bad},
         "bench_run.sh.j2": {"run_dir": bad, "python": bad, "args": [bad, bad]},
@@ -56,6 +70,22 @@ def contexts(bad: str):
             "arch_note": bad,
         },
         "bundle_unpack.sh.j2": {"deploy_dir": bad, "release_id": bad},
+        "cross_build.sh.j2": {
+            **cross_common,
+            "packages": [CrossPackage(bad, True), CrossPackage(bad, False)],
+            "out_dir": bad,
+            "jobs": bad,
+        },
+        "cross_root.sh.j2": {
+            **cross_common,
+            "release": bad,
+            "python": bad,
+            "apt_packages": [bad],
+            "target_debs": [bad],
+            "target_prefix": bad,
+            "build_side": [bad],
+            "cross_side": [bad],
+        },
         "deploy_activate.sh.j2": {"deploy_dir": bad, "keep": bad, "release_id": bad},
         "deploy_link.sh.j2": {
             "deploy_dir": bad,
@@ -101,7 +131,7 @@ def contexts(bad: str):
 
 
 def env_for(name: str) -> jinja2.Environment:
-    if name == "build_wheels.sh.j2":
+    if name in ("build_wheels.sh.j2", "cross_build.sh.j2", "cross_root.sh.j2"):
         return build_environment()
     if name == "setup_pi.sh.j2":
         return setup_environment()
