@@ -257,6 +257,8 @@ def test_chromium_screenshot_shows_boxes(streaming, model, video, tmp_path):
     for face in Detector(str(model)).detect(frames[best]):
         x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
         cv2.rectangle(outlines, (x1, y1), (x2, y2), 1, 5)
+        # The score sits on a filled dark-green label just above the box (or inside its top).
+        cv2.rectangle(outlines, (x1 - 5, y1 - 40), (x1 + 90, y1 + 25), 1, -1)
     assert outlines.any(), "the frame shown has no faces to draw"
     on_boxes = int((added & (outlines > 0)).sum())
     assert on_boxes > 200 and on_boxes > 0.8 * added.sum(), (on_boxes, int(added.sum()))
