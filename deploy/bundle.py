@@ -41,6 +41,7 @@ HOST_SCRIPTS = (
     "deploy_lock.sh.j2",
     "deploy_venv.sh.j2",
     "deploy_activate.sh.j2",
+    "deploy_layout.inc.j2",  # included by the state, link and activate scripts
     "bundle_unpack.sh.j2",
 )
 FILTER_PLUGIN = '''"""The `shq` filter of retinaface-pi's templates (deploy/render.py): quote for bash."""

@@ -867,13 +867,15 @@ def status_on(
     work: str = DEFAULT_WORK_DIR,
     pull: bool = False,
     dest: Path = WHEELS_DIR,
+    gate: bool = True,
 ) -> Tuple[BuildStatus, List[PulledWheel]]:
-    """The build's state on the builder; with `pull`, also copy its finished wheels."""
+    """The build's state on the builder; with `pull`, also copy its finished wheels (through the
+    gate; `gate=False` only for tests whose builder is this x86 machine)."""
     with open_builder(builder, inventory) as conn:
         status = read_status(conn, work)
         pulled: List[PulledWheel] = []
         if pull:
-            pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn))
+            pulled = pull_wheels(conn, work, dest, builder=builder_facts(conn), gate=gate)
         return status, pulled
 
 

@@ -34,8 +34,15 @@ def _builder(lab, tmp_path, pid_text: str):
 
 
 def _pull(lab, work, checkout):
+    # The loopback builder is this x86 machine: its wheel cannot pass the armhf gate (tested in
+    # tests/cross and tests/unit/test_elf_check.py); here the names and paths are under test.
     return bw.status_on(
-        "builder", inventory=str(lab.inventory), work=str(work), pull=True, dest=checkout / "wheels"
+        "builder",
+        inventory=str(lab.inventory),
+        work=str(work),
+        pull=True,
+        dest=checkout / "wheels",
+        gate=False,
     )
 
 

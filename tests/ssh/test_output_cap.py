@@ -42,7 +42,7 @@ def test_endless_stdout_and_stderr_are_cut_off(lab, tmp_path):
 
 def test_deploy_state_probe_with_a_planted_huge_file(lab, tmp_path):
     deploy_dir = tmp_path / "deploy"
-    release = deploy_dir / "releases" / "20200101T000000Z-aaaaaaaa"
+    release = deploy_dir / "releases" / "0123456789abcdef"  # a release id deploy owns
     release.mkdir(parents=True)
     line = b"0" * 64 + b"  models/fp32.onnx\n"
     with open(release / "SHA256SUMS", "wb") as handle:

@@ -41,7 +41,7 @@ def test_group_of_two_hosts_one_comparison_table(lab, models_dir, tmp_path):
         lab.add(name)
         lab.trust(name)
     events: dict = {}
-    variants = ["fp32", "opencv", "no-such", "int8"]
+    variants = ["fp32", "opencv", "fp32-static-999x999", "int8"]
     run = bench(lab, "fleet", models_dir, tmp_path / "results", events, variants=variants)
     assert run.exit_code == 0, run.fleet.recap()
     assert run.results_dir.parent == tmp_path / "results"
@@ -62,7 +62,7 @@ def test_group_of_two_hosts_one_comparison_table(lab, models_dir, tmp_path):
         opencv = data["variants"]["opencv"]
         assert opencv["status"] == "skipped"
         assert opencv["skipped"].startswith("needs fp32-static-320x240 in manifest.json")
-        assert data["variants"]["no-such"]["skipped"].startswith("not in manifest.json (has: ")
+        assert data["variants"]["fp32-static-999x999"]["skipped"].startswith("not in manifest.json (has: ")
         assert data["facts"]["host"] == name
         stages = [event["stage"] for event in events[name]]
         assert stages[0] == "deploy" and stages[-2:] == ["pull", "done"] and "bench" in stages
@@ -97,12 +97,12 @@ def test_a_host_that_is_down_exits_4_and_the_others_report(lab, models_dir, tmp_
     assert not (run.results_dir / "pi-down").exists()
     assert "| ms per frame | fp32 |" in run.report.markdown
     # A host where no variant can run fails, but its result (all skip reasons) is kept.
-    none = bench(lab, "pi-up", models_dir, tmp_path / "results", variants=["no-such"])
+    none = bench(lab, "pi-up", models_dir, tmp_path / "results", variants=["fp32-static-999x999"])
     assert none.exit_code == 2
     message = none.fleet.reports[0].message
-    assert "pi-up: no variant could run (no-such: not in manifest.json (has: " in message
+    assert "pi-up: no variant could run (fp32-static-999x999: not in manifest.json (has: " in message
     assert (none.results_dir / "pi-up" / "bench.json").is_file()
-    assert "| ms per frame | no-such |" in none.report.markdown
+    assert "| ms per frame | fp32-static-999x999 |" in none.report.markdown
 
 
 CRASHES = {
