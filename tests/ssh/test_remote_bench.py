@@ -57,7 +57,7 @@ def test_group_of_two_hosts_one_comparison_table(lab, models_dir, tmp_path):
         assert fp32["input_size"] == [320, 240]
         assert set(fp32["stages"]) == set(STAGES)
         assert all(set(fp32["stages"][stage]) == set(STATS) for stage in STAGES)
-        assert set(fp32["telemetry"]) == {"before", "after"}
+        assert set(fp32["telemetry"]) == {"before", "after", "trace"}
         assert "loadavg" in fp32["telemetry"]["before"]
         opencv = data["variants"]["opencv"]
         assert opencv["status"] == "skipped"
