@@ -234,6 +234,8 @@ def threads_chart(variants: list, threads: list, size: tuple, by_key: dict) -> d
     plot_w, plot_h = width - left - right, height - top - bottom
     if not series:
         return {"empty": True, "width": width, "height": 60}
+    from deploy.report import _nice_max  # the same axis rounding as the latency chart
+
     scale = _nice_max(peak)
     step = plot_w / max(1, len(threads) - 1) if len(threads) > 1 else 0
     for index, item in enumerate(series):
@@ -282,16 +284,6 @@ def threads_chart(variants: list, threads: list, size: tuple, by_key: dict) -> d
         "legend": legend,
         "size": _size_label(size),
     }
-
-
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value:
-            return step * power
-    return 10 * power
 
 
 # --- what the runtime executed (--profile) ----------------------------------------------------
