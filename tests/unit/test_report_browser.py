@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from deploy.report import render_reports
+from tests.fixtures.browser import chromium_command
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bench-runs"
-CHROMIUM = "/usr/bin/chromium"
 WINDOW = (1200, 1400)
 
 # Measures every <text> of every chart with getBBox and writes the result into the page.
@@ -47,21 +47,12 @@ window.addEventListener("load", () => {
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+        chromium_command(
+            tmp_path / "profile",
             "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}",
             f"--window-size={WINDOW[0]},{WINDOW[1]}",
             *args,
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,

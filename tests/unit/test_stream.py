@@ -18,10 +18,9 @@ import pytest
 
 from retinaface.detector import Detector
 from retinaface.stream import EXIT_OK, JsonLines
+from tests.fixtures.browser import chromium_command
 from tests.fixtures.video import make_video, read_frames
 from tests.paths import REPO
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -218,23 +217,14 @@ def test_chromium_screenshot_shows_boxes(streaming, model, video, tmp_path):
     live.wait_frames(2)
     shot = tmp_path / "live.png"
     subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--user-data-dir={}".format(tmp_path / "chromium"),
+        chromium_command(
+            tmp_path / "chromium",
             "--screenshot={}".format(shot),
             "--window-size=1000,800",
             # The page keeps fetching snapshots; virtual time ends the load after 4 s.
             "--virtual-time-budget=4000",
             live.url + "/",
-        ],
+        ),
         capture_output=True,
         timeout=180,
     )
