@@ -376,7 +376,7 @@ def _prepare_cell(cell, image, config, tick, snapshot):
         time_one(cell.detector, image)
 
 
-def _run_window(cell, image, per_window, window_time, max_time_s, on_frame=None):
+def _run_window(cell, image, per_window, window_time, max_time_s):
     """One timed window of a cell: at least `per_window` runs and `window_time` seconds."""
     _apply_threads(cell)
     gc.collect()
@@ -386,8 +386,6 @@ def _run_window(cell, image, per_window, window_time, max_time_s, on_frame=None)
         for bucket, value in zip(cell.samples, times):
             bucket.append(value)
         count += 1
-        if on_frame is not None:
-            on_frame(count)
         now = time.perf_counter()
         if count >= per_window and now - start >= window_time:
             break
@@ -618,22 +616,14 @@ def _timed_rounds(live, image, config, progress, sampler):
         for cell in live[shift:] + live[:shift]:
             if cell.stopped:
                 continue
-            tick = _Ticker(progress, _event_base(cell, live.index(cell), len(live)))
-
-            def on_frame(count, tick=tick, before=done):
-                # A long window still reports (at most every PROGRESS_EVERY seconds).
-                share = 0.1 + 0.9 * min(1.0, (before + count) / float(total or 1))
-                tick("timed", min(before + count, total), total, overall=round(share, 4))
-
             sampler.label = cell.key
             try:
-                done += _run_window(
-                    cell, image, per_window, window_time, config.max_time_s, on_frame
-                )
+                done += _run_window(cell, image, per_window, window_time, config.max_time_s)
             except Exception as error:  # noqa: BLE001 - one cell failing must not lose the others
                 cell.error, cell.stopped = error, True
             sampler.label = None
             overall = 0.1 + 0.9 * min(1.0, done / float(total or 1))
+            tick = _Ticker(progress, _event_base(cell, live.index(cell), len(live)))
             tick("timed", min(done, total), total, force=True, overall=round(overall, 4))
 
 

@@ -191,7 +191,7 @@ def test_timeout_stops_the_benchmark_on_the_host(models_dir, tmp_path):
     (deploy_dir / "current").mkdir()
     (deploy_dir / "current" / "models").symlink_to(models_dir)
     (deploy_dir / "current" / "probe.jpg").symlink_to(REPO / "deploy" / "assets" / "probe.jpg")
-    options = BenchOptions(runs=100000, warmup=0, windows=1, variants=["fp32"], timeout_s=8.0)
+    options = BenchOptions(runs=100000, warmup=0, windows=1000, variants=["fp32"], timeout_s=8.0)
     events = []
     with open_host(LOCAL_HOST) as conn:
         started = time.monotonic()
