@@ -146,7 +146,7 @@ def test_not_root_names_the_fix(tmp_path):
     )  # fmt: skip
     assert out.returncode != 0
     assert "EmulatorError: the emulated Pi needs root" in out.stderr
-    assert "sudo invoke emu-up" in out.stderr
+    assert 'sudo env "PATH=$PATH" invoke emu-up' in out.stderr
 
 
 def test_binfmt_not_mountable_names_the_fix(tmp_path, monkeypatch):

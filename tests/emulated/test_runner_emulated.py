@@ -113,7 +113,10 @@ def _check(st, files: dict, variant: str, backend: str) -> None:
         x86 = _x86_faces(model, backend, IMAGES / image)
         assert x86, f"{image}: no face on x86, the comparison would prove nothing"
         arm = _remote_faces(st, model, backend, image)
-        assert_same_faces(arm, x86, f"{backend} {model.name} {image}")
+        # INT8 kernels round differently across onnxruntime releases and CPUs (x86 VNNI vs ARM
+        # NEON): a box moves by a pixel or two (seen: IoU 0.897 on trixie's 1.21), fp32 does not.
+        min_iou = 0.85 if variant.startswith("int8") else 0.9
+        assert_same_faces(arm, x86, f"{backend} {model.name} {image}", min_iou)
 
 
 def test_iou_matcher_can_fail():
