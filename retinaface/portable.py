@@ -29,9 +29,11 @@ ORT_COMPATIBILITY: Tuple[Tuple[str, int, int, int], ...] = (
 PI_ONNXRUNTIME = "1.8"
 
 # Contrib (com.microsoft) operators we allow, with the oldest release we know runs them:
-# FusedConv (written by the ORT_ENABLE_EXTENDED optimizer) ran on the armv7l 1.8.1 build in the
-# emulated tier. Anything else (e.g. QLinearSoftmax, unknown to 1.8.1) is refused.
-CONTRIB_OPS = {"FusedConv": "1.8"}
+# FusedConv (written by the ORT_ENABLE_EXTENDED optimizer) and QLinearLeakyRelu (written by the
+# QOperator quantizer, int8-qop) run on the armv7l 1.8.1 build in the emulated tier
+# (tests/emulated/test_real_onnxruntime.py). Anything else (e.g. QLinearSoftmax, unknown to
+# 1.8.1) is refused.
+CONTRIB_OPS = {"FusedConv": "1.8", "QLinearLeakyRelu": "1.8"}
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 

@@ -1,9 +1,17 @@
 """Static INT8 post-training quantization of the fp32 model (workstation side).
 
-QDQ format, per-channel int8 weights (needs opset >= 13), uint8 asymmetric activations,
-calibrated with MinMax on face photographs at three scales. The nine 1x1 head convolutions stay in float:
+Per-channel int8 weights (needs opset >= 13), uint8 asymmetric activations, calibrated with
+MinMax on face photographs at three scales. The nine 1x1 head convolutions stay in float:
 their outputs are the box offsets and face scores, and quantizing them costs recall on
 borderline faces. What was tried and what each gave is in the README (Model variants).
+
+Two forms of the same calibration:
+- `qdq` (int8.onnx): QuantizeLinear/DequantizeLinear pairs around float operators; each
+  onnxruntime fuses what it knows. The Pi's 1.8.1 armv7l build fuses the convolutions into
+  QLinearConv but leaves every LeakyReLU in float between a DQ and a Q.
+- `qop` (int8-qop.onnx): QOperator form, integer operators written into the graph:
+  QLinearConv and com.microsoft QLinearLeakyRelu, which 1.8.1 runs as they are. Only Conv and
+  LeakyRelu are quantized: 1.8.1 has no QLinearSoftmax, and the rest is shape plumbing.
 """
 
 from __future__ import annotations
@@ -51,8 +59,12 @@ def head_convolutions(model) -> List[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and "head" in n.name.lower()]
 
 
-def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray]) -> bytes:
-    """INT8 QDQ model bytes from the simplified fp32 model and calibration inputs."""
+INT8_FORMS = ("qdq", "qop")
+QOP_OPS = ["Conv", "LeakyRelu"]
+
+
+def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray], form: str = "qdq") -> bytes:
+    """INT8 model bytes (`form` qdq or qop) from the fp32 model and calibration inputs."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -72,6 +84,8 @@ def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray]) -> bytes:
         def get_next(self):
             return next(self.items, None)
 
+    if form not in INT8_FORMS:
+        raise ModelError(f"unknown INT8 form {form!r}: give one of {', '.join(INT8_FORMS)}")
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, target = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         source.write_bytes(simplify(fp32_bytes))
@@ -81,7 +95,8 @@ def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray]) -> bytes:
             str(prepared),
             str(target),
             Reader(calibration),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QDQ if form == "qdq" else QuantFormat.QOperator,
+            op_types_to_quantize=None if form == "qdq" else QOP_OPS,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

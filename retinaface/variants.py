@@ -1,7 +1,7 @@
 """Model names → files under the project root (workstation side, torch-free).
 
 Every task that takes a model (`detect --model`, `evaluate --variants`) resolves it here, so the
-names are the same everywhere: fp32, fp32-opt, fp32-static-WxH, int8, torch, or a file path.
+names are the same everywhere: fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, torch, or a file path.
 Paths resolve from the project root, never from the current directory.
 """
 
@@ -15,7 +15,7 @@ from .errors import ModelError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "build" / "models"
-MODEL_NAMES = ("fp32", "fp32-opt", "fp32-static-WxH", "int8", "torch")
+MODEL_NAMES = ("fp32", "fp32-opt", "fp32-static-WxH", "int8", "int8-qop", "torch")
 MODEL_SUFFIXES = (".onnx", ".pth", ".pt")
 _STATIC = re.compile(r"^fp32-static-[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 

@@ -70,7 +70,8 @@ def test_default_models_build_without_torch(tmp_path, models_dir):
     assert "torch is blocked for this test" in result.stderr  # it really had no torch
     assert (out / "manifest.json").is_file(), result.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["models"]) == {"fp32", "fp32-opt", "fp32-static-640x480", "int8"}
+    built = {"fp32", "fp32-opt", "fp32-static-640x480", "int8", "int8-qop"}
+    assert set(manifest["models"]) == built
     assert "[torch]" in manifest["not_built"]["torch"]
     assert not (out / "retinaface-mnet025.pth").exists()
     for name, entry in manifest["models"].items():

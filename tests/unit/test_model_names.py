@@ -16,7 +16,7 @@ from retinaface.errors import ModelError
 from retinaface.variants import PROJECT_ROOT, check_model, model_file, parse_names
 from tests.paths import REPO
 
-NAMES = ("fp32", "fp32-opt", "fp32-static-640x480", "int8", "torch")
+NAMES = ("fp32", "fp32-opt", "fp32-static-640x480", "int8", "int8-qop", "torch")
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ QUANTIZER_IMPORTS = [
 def test_every_built_model_loads_on_the_pi_releases(models_dir, release):
     manifest = json.loads((models_dir / "manifest.json").read_text())
     onnx_entries = {k: e for k, e in manifest["models"].items() if e["file"].endswith(".onnx")}
-    assert {"fp32", "fp32-opt", "int8"} <= set(onnx_entries)
+    assert {"fp32", "fp32-opt", "int8", "int8-qop"} <= set(onnx_entries)
     for name, entry in onnx_entries.items():
         data = (models_dir / entry["file"]).read_bytes()
         assert problems(data, release) == [], name
@@ -66,6 +66,7 @@ def test_manifest_records_the_oldest_release_per_variant(models_dir):
     assert models["fp32"]["onnxruntime_min"] == "1.6"
     assert models["int8"]["onnxruntime_min"] == "1.6"
     assert models["fp32-opt"]["onnxruntime_min"] == "1.8"
+    assert models["int8-qop"]["onnxruntime_min"] == "1.8"  # QLinearLeakyRelu, verified from 1.8
     assert "onnxruntime_min" not in models["torch"]
 
 

@@ -23,7 +23,7 @@ def manifest_of(models_dir):
 
 def test_every_variant_is_in_the_manifest_with_matching_digest(models_dir):
     models = manifest_of(models_dir)["models"]
-    assert {"torch", "fp32", "fp32-opt", "fp32-static-640x480", "int8"} <= set(models)
+    assert {"torch", "fp32", "fp32-opt", "fp32-static-640x480", "int8", "int8-qop"} <= set(models)
     for entry in models.values():
         path = models_dir / entry["file"]
         assert sha256_file(path) == entry["sha256"] and path.stat().st_size == entry["bytes"]
@@ -69,10 +69,29 @@ def test_int8_is_quantized_per_channel_and_keeps_its_faces(models_dir):
     )
 
 
+def test_int8_qop_writes_integer_operators_the_pis_onnxruntime_runs(models_dir):
+    """QOperator form: QLinearConv and com.microsoft QLinearLeakyRelu in the graph itself (no
+    runtime fusion needed), Softmax and the nine head convolutions in float, loadable on 1.8."""
+    from retinaface.portable import problems
+
+    data = (models_dir / "int8-qop.onnx").read_bytes()
+    ops = [(n.domain, n.op_type) for n in onnx.load_from_string(data).graph.node]
+    assert ops.count(("", "QLinearConv")) == 47
+    assert ops.count(("com.microsoft", "QLinearLeakyRelu")) == 38
+    assert ("", "LeakyRelu") not in ops and ("", "Softmax") in ops
+    assert ops.count(("", "Conv")) == 9  # the heads
+    assert problems(data, "1.8") == []
+    entry = manifest_of(models_dir)["models"]["int8-qop"]
+    assert entry["onnxruntime_min"] == "1.8" and "QOperator" in entry["quantization"]
+    assert entry["agreement"]["recall"] >= 0.95 and entry["agreement"]["precision"] >= 0.9
+
+
 def test_int8_finds_the_group_faces(models_dir):
     image = read_image(IMAGES / "group.jpg")
     reference = Detector(models_dir / "fp32.onnx").detect(image)
-    assert_same_faces(Detector(models_dir / "int8.onnx").detect(image), reference, min_iou=0.8)
+    for variant in ("int8", "int8-qop"):
+        found = Detector(models_dir / f"{variant}.onnx").detect(image)
+        assert_same_faces(found, reference, min_iou=0.8)
 
 
 def test_opencv_backend_equals_onnxruntime_on_the_static_variant(models_dir):
@@ -93,7 +112,7 @@ def test_int8_gate_fails_on_broken_calibration_and_keeps_old_models(tmp_path, mo
     calib = tmp_path / "calib"
     calib.mkdir()
     cv2.imwrite(str(calib / "blank.png"), np.zeros((480, 640, 3), np.uint8))
-    with pytest.raises(ModelError, match="INT8 gate: recall"):
+    with pytest.raises(ModelError, match="INT8 gate: int8 recall"):
         export_models(out, calib=calib)
     assert {p.name: sha256_file(p) for p in out.iterdir()} == before
     assert not (tmp_path / "build" / "models.staging").exists()
