@@ -129,7 +129,9 @@ task = functools.partial(invoke.task, klass=ProjectTask)
 
 # --- model tasks (retinaface/) ---
 
-MODEL_HELP = "fp32, fp32-opt, fp32-static-WxH, int8, torch, or the path of an .onnx / .pth file"
+MODEL_HELP = (
+    "fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, torch, or the path of an .onnx / .pth file"
+)
 
 
 def _print_progress(message: str) -> None:
@@ -157,9 +159,9 @@ def _ensure_models(weights=None):
 )
 @user_errors
 def models(c, weights=None, calib=None, fixed_size="640x480"):
-    """Export fp32, fp32-opt, fp32-static-WxH and int8 into build/models with manifest.json.
+    """Export fp32, fp32-opt, fp32-static-WxH, int8 and int8-qop into build/models.
 
-    Fails, keeping the previous models, if INT8 recall against fp32 drops below 0.95.
+    Fails, keeping the previous models, if either INT8 form's recall against fp32 drops below 0.95.
     """
     from retinaface.detector import parse_size
     from retinaface.errors import ModelError
@@ -195,7 +197,7 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
     help={
         "images": "folder of photographs to compare on (default: the five held out in data/images)",
         "variants": "comma list of the variants to compare (default: every ONNX variant): "
-        "fp32, fp32-opt, fp32-static-WxH, int8",
+        "fp32, fp32-opt, fp32-static-WxH, int8, int8-qop",
     }
 )
 @user_errors
@@ -348,7 +350,7 @@ def bench_stream(
 ):
     """runner stream FPS on a video against 1000 / single-frame e2e ms, same model and size, here."""
 
-    from retinaface.bench_stream import format_stream_bench, run_stream_bench
+    from retinaface.bench_stream import format_stream_bench, photo_paths, run_stream_bench
     from retinaface.evaluate import DEFAULT_IMAGES
     from retinaface.imageio import write_json
     from retinaface.variants import MODELS_DIR, is_model_name, model_file
@@ -357,7 +359,7 @@ def bench_stream(
     path = model_file(model, manifest, MODELS_DIR)
     result = run_stream_bench(
         path,
-        DEFAULT_IMAGES,
+        photo_paths(DEFAULT_IMAGES),
         size=size,
         threads=int(threads) if threads else None,
         frames=int(frames),
@@ -967,13 +969,15 @@ BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
         "size": "input WIDTHxHEIGHT, or a comma list to sweep: 320x240,640x480 (default 640x480)",
         "threads": "inference threads, or a comma list to sweep: 1,2,4 (default: runtime's own)",
         "profile": "list the operators onnxruntime executes per ONNX variant (INT8: integer or not)",
+        "stream": "per ONNX variant, runner stream's FPS on a video against 1000 / single-frame "
+        "e2e ms (goal >= 0.9x)",
         "target_fps": "name the cheapest cell (fewest threads, then largest size) reaching this FPS",
         "runs": "timed runs per variant, at least (default 20; spread over 5 windows)",
         "warmup": "warm-up runs per variant before timing (default 3)",
         "min_time": "seconds of timed runs per variant, at least (default 1)",
-        "variants": "comma list of torch, fp32, fp32-opt, fp32-static-WxH, int8, opencv (the "
-        "static model at --size), or model file paths on the host (default: all but "
-        "fp32-static-WxH)",
+        "variants": "comma list of torch, fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, "
+        "opencv (the static model at --size), or model file paths on the host (default: all "
+        "but fp32-static-WxH)",
         "out": "results folder; each run makes OUT/<UTC stamp>/<host>/bench.json "
         "(default: results/ in the project)",
         "inventory": INVENTORY_HELP,
@@ -1000,6 +1004,7 @@ def remote_bench(
     timeout="3600",
     forks=10,
     profile=False,
+    stream=False,
     target_fps=None,
 ):
     """Deploy if stale, benchmark every model variant on the hosts, pull and render the tables.
@@ -1026,6 +1031,7 @@ def remote_bench(
         sizes=sizes,
         thread_counts=thread_counts,
         profile=bool(profile),
+        stream=bool(stream),
         runs=int(runs),
         warmup=int(warmup),
         min_time_s=float(min_time),

@@ -47,6 +47,7 @@ class BenchOptions:
     sizes: Optional[list] = None  # a sweep: every size in turn (None: [size])
     thread_counts: Optional[list] = None  # a sweep: every thread count in turn (None: [threads])
     profile: bool = False
+    stream: bool = False  # runner stream FPS against 1000 / single-frame e2e per ONNX cell
     runs: int = 20
     warmup: int = 3
     windows: int = 5
@@ -68,6 +69,8 @@ class BenchOptions:
             args += ["--threads", ",".join(str(t) for t in threads)]
         if self.profile:
             args.append("--profile")
+        if self.stream:
+            args.append("--stream")
         if self.variants:
             args += ["--variants", ",".join(self.variants)]
         if self.cooldown_below_c is not None:

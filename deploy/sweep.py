@@ -18,6 +18,7 @@ from retinaface.errors import ModelError
 OP_NAME = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 STUDY_ROWS = (("torch", "PyTorch"), ("fp32", "ONNX"), ("fp32-opt", "ONNX optimized"))
 STUDY_INT8 = ("int8", "ONNX INT8")
+STREAM_GOAL = 0.9  # stream FPS / (1000 / single-frame e2e ms): capture must overlap inference
 SERIES_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 
 
@@ -337,6 +338,44 @@ def _verdict_text(kind: str, rows: list) -> str:
     }.get(kind, "unknown")
 
 
+# --- stream against single frame (--stream) -------------------------------------------------
+
+
+def stream_rows(result) -> list:
+    """Per cell measured with --stream: single-frame e2e and FPS, stream FPS, their ratio."""
+    out = []
+    for variant, size, threads, record in cells(result):
+        stream = record.get("stream")
+        if not isinstance(stream, dict):
+            continue
+        numbers = {
+            key: _number(stream.get(key))
+            for key in ("e2e_ms", "single_frame_fps", "stream_fps", "ratio", "busy_share")
+        }
+        if any(value is None or value < 0 for value in numbers.values()):
+            continue  # a record a host got wrong is left out, not printed
+        dropped = stream.get("stream_dropped")
+        frames = stream.get("stream_frames")
+        counts_ok = all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**9
+            for v in (dropped, frames)
+        )
+        out.append(
+            {
+                "variant": variant,
+                "setting": f"{_size_label(size)}, {_threads_label(threads)}",
+                "e2e_ms": f"{numbers['e2e_ms']:.1f}",
+                "single_fps": f"{numbers['single_frame_fps']:.2f}",
+                "stream_fps": f"{numbers['stream_fps']:.2f}",
+                "ratio": f"{numbers['ratio']:.2f}×",
+                "meets_goal": numbers["ratio"] >= STREAM_GOAL,
+                "busy": f"{numbers['busy_share']:.2f}",
+                "frames": f"{frames} ({dropped} dropped)" if counts_ok else "?",
+            }
+        )
+    return out
+
+
 # --- telemetry during the runs ----------------------------------------------------------------
 
 
@@ -394,7 +433,9 @@ def extra_sections(results: list, target_fps: Optional[float] = None) -> dict:
     """The sweep, profile and trace context for the templates (empty lists when absent)."""
     profiles = [{"host": r.host, "rows": profile_rows(r)} for r in results]
     traces = [{"host": r.host, "rows": trace_rows(r)} for r in results]
+    streams = [{"host": r.host, "rows": stream_rows(r)} for r in results]
     return {
+        "streams": [item for item in streams if item["rows"]],
         "sweeps": [sweep_section(r, target_fps) for r in results if is_sweep(r)],
         "profiles": [item for item in profiles if item["rows"]],
         "traces": [item for item in traces if item["rows"]],

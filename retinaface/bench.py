@@ -27,9 +27,11 @@ from .imageio import sha256_file
 RESULT_FORMAT = 1
 STAGES = ("pre", "infer", "post", "e2e")
 STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
-DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "opencv")
+DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "int8-qop", "opencv")
 # Also accepted: fp32-static-WxH (any built size) and the path of a model file on this host.
-VARIANT_HELP = "torch, fp32, fp32-opt, fp32-static-WxH, int8, opencv (the static model at --size)"
+VARIANT_HELP = (
+    "torch, fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, opencv (the static model at --size)"
+)
 MODEL_SUFFIXES = (".onnx", ".pth", ".pt")
 _STATIC_VARIANT = re.compile(r"^fp32-static-[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 DEFAULT_SIZE = (640, 480)
@@ -40,6 +42,8 @@ DEFAULT_MIN_TIME = 1.0  # seconds of timed runs per variant, at least
 DEFAULT_MAX_TIME = 300.0  # stop a variant's timed runs after this many seconds
 PROGRESS_EVERY = 0.5  # seconds between progress file updates
 PROFILE_RUNS = 5  # frames through the profiling session of each ONNX cell
+# --stream: per ONNX cell, rounds of (single-frame runs, stream segment); see bench_stream.
+STREAM_ROUNDS, STREAM_RUNS, STREAM_FRAMES = 3, 10, 20
 DEFAULT_SAMPLE_EVERY = 1.0  # seconds between telemetry samples during the timed runs
 IMPORTS = {"onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch"}
 
@@ -68,6 +72,7 @@ class BenchConfig:
     sizes: Optional[List[Tuple[int, int]]] = None  # a sweep over sizes (None: [size])
     thread_counts: Optional[List[Optional[int]]] = None  # a sweep over threads (None: [threads])
     profile: bool = False  # onnxruntime's profiler: the operators each ONNX cell executes
+    stream: bool = False  # runner stream FPS against 1000 / single-frame e2e, per ONNX cell
     sample_every_s: float = DEFAULT_SAMPLE_EVERY
 
     def all_sizes(self):
@@ -566,6 +571,8 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot, sampler=None):
             except Exception as error:  # noqa: BLE001 - one cell failing must not lose the others
                 result["variants"][cell.key] = _failed(cell, error)
             tick("done", force=True, overall=1.0)
+        if config.stream:
+            _stream_cells(cells, result["variants"], config, progress)
     finally:
         sampler.stop()
     result["variants"] = {cell.key: result["variants"][cell.key] for cell in cells}
@@ -574,6 +581,31 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot, sampler=None):
     result["finished"] = _utc(time.time())
     result["seconds"] = round(time.time() - started, 3)
     return result
+
+
+def _stream_cells(cells, records, config, progress):
+    """--stream: the stream pipeline's FPS against 1000 / single-frame e2e for each ONNX cell
+    that ran, on a video of the probe photograph (after every timed window, so it never
+    competes with them)."""
+    from .bench_stream import run_stream_bench
+
+    for index, cell in enumerate(cells):
+        record = records.get(cell.key, {})
+        if record.get("status") != "ok" or cell.plan.backend != "onnxruntime":
+            continue
+        _Ticker(progress, _event_base(cell, index, len(cells)))("stream", force=True)
+        try:
+            record["stream"] = run_stream_bench(
+                cell.plan.path,
+                [config.image],
+                size=cell.size,
+                threads=cell.threads,
+                frames=STREAM_FRAMES,
+                runs=STREAM_RUNS,
+                rounds=STREAM_ROUNDS,
+            )
+        except Exception as error:  # noqa: BLE001 - a stream problem is a note, not a failure
+            record["warnings"].append("stream failed: {}".format(_first_line(error)))
 
 
 def _event_base(cell, index, count):
@@ -697,6 +729,11 @@ def add_parser(commands, size_type):
         help="run each ONNX variant through onnxruntime's profiler: operators executed",
     )
     bench.add_argument(
+        "--stream",
+        action="store_true",
+        help="per ONNX variant, runner stream's FPS on a video against 1000 / single-frame e2e",
+    )
+    bench.add_argument(
         "--sample-every",
         type=float,
         default=DEFAULT_SAMPLE_EVERY,
@@ -755,6 +792,7 @@ def config_from_args(args):
         sizes=[tuple(size) for size in args.size],
         thread_counts=list(args.threads) if args.threads else None,
         profile=args.profile,
+        stream=args.stream,
         sample_every_s=max(0.0, args.sample_every),
         warmup=args.warmup,
         runs=args.runs,

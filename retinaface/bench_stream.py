@@ -1,9 +1,11 @@
-"""Stream throughput against single-frame latency on this host (`invoke bench-stream`).
+"""Stream throughput against single-frame latency on this host (`invoke bench-stream`, and
+`runner bench --stream` on a Pi through `invoke remote-bench --stream`). Shipped with the runner:
+Python 3.7+, numpy 1.16+, cv2 imported lazily.
 
 One run, one model, one size, one process: the single-frame end-to-end time (pre + infer + post,
 median) gives the FPS a one-frame-at-a-time loop could reach, 1000 / e2e ms; the stream pipeline
 (runner stream's Streamer: capture thread, newest-frame slot, detector) processes a video file
-made from the shared photographs, replayed three times faster than inference goes, so capture
+made from photographs (the shared ones here, the probe photograph on a host), replayed three times faster than inference goes, so capture
 and decode overlap inference and most frames drop. The two alternate in rounds, so a load from other
 processes that changes during the run weighs on both alike.
 """
@@ -12,19 +14,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from retinaface.detector import Detector, parse_size
-from retinaface.errors import ModelError
+from .detector import Detector, parse_size
+from .errors import ModelError
 
 PHOTOS = ("group.jpg", "crowd.jpg", "selfie.jpg", "src_meeting.jpg")
 FRAME_SIZE = (640, 480)
 WARMUP = 5
 
 
+def photo_paths(images_dir, names=PHOTOS):
+    """The paths of the named photographs in `images_dir`."""
+    return [Path(images_dir) / name for name in names]
+
+
 def letterbox(image, size=FRAME_SIZE):
     """The photo scaled to fit `size` (W, H), centred on black."""
+    import cv2
+
     width, height = size
     scale = min(width / image.shape[1], height / image.shape[0])
     w, h = int(image.shape[1] * scale), int(image.shape[0] * scale)
@@ -34,15 +42,18 @@ def letterbox(image, size=FRAME_SIZE):
     return canvas
 
 
-def make_video(path, images_dir, frames_per_photo=5, fps=25.0, photos=PHOTOS, size=FRAME_SIZE):
-    """An MJPG/AVI file of the photos, letterboxed to `size` (opencv-headless can write it)."""
+def make_video(path, photos, frames_per_photo=5, fps=25.0, size=FRAME_SIZE):
+    """An MJPG/AVI file of the `photos` (paths), letterboxed to `size` (opencv-headless can
+    write it)."""
+    import cv2
+
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
-        raise ModelError(f"OpenCV cannot write an MJPG video to {path}")
-    for name in photos:
-        image = cv2.imread(str(Path(images_dir) / name))
+        raise ModelError("OpenCV cannot write an MJPG video to {}".format(path))
+    for photo in photos:
+        image = cv2.imread(str(photo))
         if image is None:
-            raise ModelError(f"cannot read photo {Path(images_dir) / name}")
+            raise ModelError("cannot read photo {}".format(photo))
         frame = letterbox(image, size)
         for _ in range(frames_per_photo):
             writer.write(frame)
@@ -64,8 +75,8 @@ def single_frame_ms(detector, frames, runs):
 
 def stream_round(model, video, size, threads, frames, warmup_images):
     """(fps, dropped, detect ms p50) of one in-process `runner stream` over `frames` frames."""
-    from retinaface.runner import build_parser
-    from retinaface.stream import Streamer
+    from .runner import build_parser
+    from .stream import Streamer
 
     argv = ["stream", "--model", str(model), "--source", str(video), "--loop"]
     argv += ["--max-frames", str(frames), "--size", "{}x{}".format(*size)]
@@ -83,20 +94,21 @@ def stream_round(model, video, size, threads, frames, warmup_images):
     return streamer.stats.overall_fps(), streamer.frames.dropped, detect_ms
 
 
-def run_stream_bench(model, images_dir, size="640x480", threads=None, frames=30, runs=15, rounds=5):
-    """Interleaved rounds of single-frame runs and stream segments, so a load that changes
-    during the run hits both alike; returns the numbers (ms, fps, ratio) as a dict."""
-    size = parse_size(size)
+def run_stream_bench(model, photos, size="640x480", threads=None, frames=30, runs=15, rounds=5):
+    """Interleaved rounds of single-frame runs and stream segments over a video of `photos`
+    (paths), so a load that changes during the run hits both alike; returns the numbers (ms,
+    fps, ratio) as a dict."""
+    size = parse_size(size) if isinstance(size, str) else tuple(size)
     # The stream's own settings (non-spinning pool), so the ratio is the pipeline's, not ORT's.
     detector = Detector(str(model), size=size, threads=threads, spinning=False)
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as work:
-        still = make_video(Path(work) / "probe.avi", images_dir, frames_per_photo=1, size=size)
+        still = make_video(Path(work) / "probe.avi", photos, frames_per_photo=1, size=size)
         decoded = read_all(still)
         first = single_frame_ms(detector, decoded, runs)
         # A source three times faster than inference (as first measured; the load changes):
         # a new frame is always ready, most drop. Decoding them costs a few % of one core.
         source_fps = min(1000.0, 3 * 1000.0 / first)
-        video = make_video(Path(work) / "bench.avi", images_dir, 10, source_fps, size=size)
+        video = make_video(Path(work) / "bench.avi", photos, 10, source_fps, size=size)
         single, stream, inside, dropped = [first], [], [], 0
         for _ in range(rounds):
             fps, lost, detect_ms = stream_round(
@@ -130,6 +142,8 @@ def run_stream_bench(model, images_dir, size="640x480", threads=None, frames=30,
 
 
 def read_all(path):
+    import cv2
+
     capture = cv2.VideoCapture(str(path))
     frames = []
     while True:

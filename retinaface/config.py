@@ -35,5 +35,6 @@ RUNTIME_MODULES = (
     "stream",
     "frame_sources",
     "live_http",
+    "bench_stream",
     "model",
 )
