@@ -359,6 +359,13 @@ def ensure_build_root(target: CrossTarget, progress: Progress = lambda _m: None)
         raise WheelError(str(error)) from None
 
 
+def prepare(name: str = DEFAULT_TARGET, progress: Progress = lambda _m: None) -> str:
+    """Make the target's build root ready (see ensure_build_root) under its lock."""
+    target = target_of(name)
+    with _locked(target):
+        return ensure_build_root(target, progress)
+
+
 def _restore(target: CrossTarget, tarball: Path) -> None:
     dirs = _dirs(target)
     tmp = dirs["base"] / "root.restoring"

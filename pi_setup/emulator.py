@@ -1062,6 +1062,15 @@ def up(
     return status(release)
 
 
+def prepare(name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None) -> str:
+    """Make the release's root filesystem ready without starting it: 'present', 'restored' or
+    'built'. Holds the release's lock, so an `up` meanwhile waits for it instead of racing."""
+    release = release_of(name)
+    check_host(0)
+    with _locked(release):
+        return ensure_rootfs(release, progress)
+
+
 def down(name: Optional[str] = None) -> List[EmuStatus]:
     """Stop one release's emulator (or all); return the status of those that were running."""
     _check_root("emu-down")
