@@ -213,6 +213,9 @@ def test_profile_of_the_real_models_names_what_ran(models_dir):
     int8 = profile_model(models_dir / "int8.onnx", blob, threads=1, runs=2)
     assert int8["ops"]["QLinearConv"]["count"] > 30
     assert int8["kind"] in ("integer", "mixed")
+    qop = profile_model(models_dir / "int8-qop.onnx", blob, threads=1, runs=2)
+    assert qop["ops"]["QLinearConv"]["count"] == 47
+    assert qop["ops"]["QLinearLeakyRelu"]["count"] == 38 and "LeakyRelu" not in qop["ops"]
 
 
 def test_op_summary_reads_a_real_profiler_file(models_dir, tmp_path):
