@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from retinaface.config import CONF_THRESHOLD
+
 from .conftest import IMAGES, REPO, invoke, ssh_argv
 
 SIZE = (320, 240)
@@ -107,6 +109,25 @@ def assert_same_faces(arm: list, x86: list, what: str, min_iou: float = 0.9) -> 
         free.remove(best)
 
 
+def assert_same_clear_faces(
+    arm: list, x86: list, what: str, min_iou: float = 0.8, clear: float = CONF_THRESHOLD + 0.1
+) -> None:
+    """Each face scored >= CLEAR on one side has a partner with IoU >= MIN_IOU on the other.
+
+    For frames decoded by two different JPEG decoders and OpenCV builds (the Pi's and x86's):
+    a face within 0.1 of the threshold may land on either side of it (seen: 23 faces on armv7l,
+    24 on x86 in a crowd frame); every clearly detected face must still match."""
+    for ours, theirs, side in ((x86, arm, "x86"), (arm, x86, "armv7l")):
+        for face in ours:
+            if face["score"] < clear:
+                continue
+            iou = max((_iou(face["box"], other["box"]) for other in theirs), default=0.0)
+            assert iou >= min_iou, (
+                f"{what}: {side} face {face['box']} (score {face['score']}) has no partner "
+                f"(best IoU {iou:.3f})"
+            )
+
+
 def _check(st, files: dict, variant: str, backend: str) -> None:
     model = files[variant]
     for image in IMAGE_NAMES:
@@ -126,6 +147,12 @@ def test_iou_matcher_can_fail():
     with pytest.raises(AssertionError, match="IoU"):
         assert_same_faces([{"box": [5, 5, 15, 15]}], [face], "shifted")
     assert_same_faces([{"box": [0, 0, 10, 10.2]}], [face], "close")
+    sure, borderline = {"box": [0, 0, 10, 10], "score": 0.99}, {"box": [20, 20, 30, 30], "score": 0.62}
+    assert_same_clear_faces([sure], [sure, borderline], "borderline face dropped")
+    with pytest.raises(AssertionError, match="x86 face"):
+        assert_same_clear_faces([borderline], [sure, borderline], "clear face lost")
+    with pytest.raises(AssertionError, match="armv7l face"):
+        assert_same_clear_faces([sure, dict(sure, box=[50, 50, 60, 60])], [sure], "extra face")
 
 
 @pytest.fixture
