@@ -484,7 +484,10 @@ class SSHConnection(HostConnection):
 
     def close(self) -> None:
         self._drop_sftp()
-        self.fabric.close()
+        try:
+            self.fabric.close()
+        except (EOFError, OSError):  # a transport the host already dropped: nothing to release
+            pass
 
 
 def fabric_connection(host: Host, connect_timeout: float = CONNECT_TIMEOUT):
