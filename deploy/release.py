@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional
 
 from deploy.errors import DeployError
 from deploy.hostkeys import REPO_ROOT
-from retinaface.imageio import sha256_file
+from retinaface.files import sha256_file
 
 MODELS_DIR = REPO_ROOT / "build" / "models"
 WHEELS_DIR = REPO_ROOT / "wheels"

@@ -20,7 +20,7 @@ import jinja2
 from deploy.bench_schema import check_bench, read_bench
 from deploy.errors import DeployError
 from deploy.hostkeys import REPO_ROOT
-from retinaface.imageio import write_atomic as write_bytes_atomic
+from retinaface.files import write_atomic as write_bytes_atomic
 
 TEMPLATES = REPO_ROOT / "templates"
 RESULTS_DIR = REPO_ROOT / "results"

@@ -24,7 +24,7 @@ import jinja2
 from deploy.render import add_shell_filters
 from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
-from retinaface.imageio import sha256_file, write_atomic
+from retinaface.files import sha256_file, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "templates"

@@ -30,7 +30,7 @@ from deploy.hostkeys import cache_dir
 from pi_setup import build_wheels as bw
 from pi_setup import emulator, wheel_gate
 from pi_setup.errors import EmulatorError, WheelError
-from retinaface.imageio import sha256_file
+from retinaface.files import sha256_file
 
 Progress = Callable[[str], None]
 

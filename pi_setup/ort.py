@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 import yaml
 
 from pi_setup.errors import WheelError
-from retinaface.imageio import write_atomic
+from retinaface.files import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"

@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Tuple
 from . import telemetry
 from .config import CONF_THRESHOLD
 from .errors import ModelError
-from .imageio import sha256_file
+from .files import sha256_file
 
 RESULT_FORMAT = 1
 STAGES = ("pre", "infer", "post", "e2e")
@@ -807,7 +807,7 @@ def config_from_args(args):
 
 def file_progress(path):
     """A Progress that keeps the latest event in `path` (replaced atomically)."""
-    from .imageio import write_atomic
+    from .files import write_atomic
 
     def progress(event):
         write_atomic(path, (json.dumps(event) + "\n").encode("utf-8"))

@@ -27,6 +27,7 @@ RUNTIME_MODULES = (
     "anchors",
     "postprocess",
     "imageio",
+    "files",
     "detector",
     "runner",
     "bench",

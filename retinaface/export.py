@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import INPUT_NAME, OUTPUT_NAMES
 from .errors import ModelError
-from .imageio import sha256_file, write_atomic
+from .files import sha256_file, write_atomic
 from .weights import TINY_REQUIREMENT, default_weights, download_tiny_wheel, read_embedded_onnx
 
 OPSET = 13

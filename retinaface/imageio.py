@@ -2,9 +2,9 @@
 
 import json
 import os
-import tempfile
 
 from .errors import ModelError
+from .files import write_atomic
 
 
 def read_image(path):
@@ -20,35 +20,6 @@ def read_image(path):
     if image is None:
         raise ModelError("cannot read image {}: not an image format OpenCV knows".format(path))
     return image
-
-
-def write_atomic(path, data):
-    """Write bytes to a temp name beside `path`, then rename over it."""
-    path = str(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def sha256_file(path):
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json(path, payload):

@@ -120,7 +120,7 @@ def make_portable_file(path) -> str:
     from pathlib import Path
 
     from .errors import ModelError
-    from .imageio import write_atomic
+    from .files import write_atomic
 
     path = Path(path)
     data = make_portable(path.read_bytes())

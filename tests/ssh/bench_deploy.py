@@ -67,7 +67,7 @@ def main() -> int:
 
         import onnx
 
-        from retinaface.imageio import sha256_file
+        from retinaface.files import sha256_file
 
         dest = root / f"models-{index}"
         shutil.rmtree(dest, ignore_errors=True)

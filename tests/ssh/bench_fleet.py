@@ -33,7 +33,7 @@ def changed_models(root: Path) -> Path:
     """A copy of build/models whose fp32.onnx differs (new doc string), manifest updated."""
     import onnx
 
-    from retinaface.imageio import sha256_file
+    from retinaface.files import sha256_file
 
     dest = root / "models-changed"
     shutil.copytree(MODELS_DIR, dest)

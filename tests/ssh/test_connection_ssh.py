@@ -12,7 +12,7 @@ import pytest
 from deploy.connection import open_host
 from deploy.errors import AuthenticationError, DeployError, UnreachableError
 from deploy.inventory import Host, load_inventory
-from retinaface.imageio import sha256_file
+from retinaface.files import sha256_file
 from tests.ssh.sshd import keygen
 
 pytestmark = pytest.mark.ssh

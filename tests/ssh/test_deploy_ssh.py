@@ -17,7 +17,7 @@ from deploy.connection import open_host
 from deploy.errors import ChangedHostKeyError
 from deploy.inventory import load_inventory
 from deploy.trust import trust_host
-from retinaface.imageio import sha256_file
+from retinaface.files import sha256_file
 from tests.paths import REPO
 from tests.ssh.conftest import tree_snapshot
 

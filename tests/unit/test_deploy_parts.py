@@ -256,7 +256,7 @@ def test_forks_bound_the_pool_and_a_slow_host_holds_only_its_own(tmp_path):
 
 def test_local_connection_put_is_atomic_and_verified(tmp_path):
     from deploy.connection import open_host
-    from retinaface.imageio import sha256_file
+    from retinaface.files import sha256_file
 
     source = tmp_path / "src.bin"
     source.write_bytes(b"x" * 1000)

@@ -6,7 +6,8 @@ import pytest
 
 from retinaface.detector import Detector
 from retinaface.export import PARITY_SIZES, parity
-from retinaface.imageio import read_image, sha256_file
+from retinaface.files import sha256_file
+from retinaface.imageio import read_image
 from retinaface.model import load_model
 from tests.paths import IMAGES
 

@@ -11,7 +11,8 @@ import pytest
 from retinaface.detector import Detector
 from retinaface.errors import ModelError
 from retinaface.export import export_models
-from retinaface.imageio import read_image, sha256_file
+from retinaface.files import sha256_file
+from retinaface.imageio import read_image
 from retinaface.optimize import non_portable_ops
 from tests.paths import IMAGES
 from tests.unit.test_export import assert_same_faces
