@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from retinaface.errors import ModelError
-from retinaface.portable import (
+from retinaface.tools.portable import (
     make_portable,
     make_portable_file,
     oldest_onnxruntime,
