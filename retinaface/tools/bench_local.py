@@ -22,8 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-STAGES = ("pre", "infer", "post", "e2e")
-
+from ..bench.schema import STAGES
 
 # --- the study's pipeline, reproduced faithfully -------------------------------------------
 
