@@ -267,22 +267,21 @@ def detect(
     if not image:
         raise ModelError("give --image PATH (the photograph to read)")
     check_model(model)
+    config = DetectConfig(
+        model=model,
+        image=image,
+        json=json,
+        out=out,
+        backend=backend,
+        long_side=None if long_side is None else int(long_side),
+        conf_threshold=float(conf),
+    )
     try:
-        config = DetectConfig(
-            model=model,
-            image=image,
-            json=json,
-            out=out,
-            backend=backend,
-            long_side=int(long_side) if long_side is not None else None,
-            conf_threshold=float(conf),
-        ).check()  # --conf and --long-side before any model is built
+        config.check()  # --conf and --long-side before any model is built
         if out:
             check_output_image(out)
     except SettingError as error:
         raise ModelError(error_line(error)) from None
-    except ValueError as error:
-        raise ModelError(f"--conf / --long-side: {error}") from None
     try:
         config.size = parse_size(size) if size else None
     except ValueError as error:

@@ -27,6 +27,11 @@ from .errors import ModelError, SettingError
 from .live.streamer import StreamConfig
 from .names import DEFAULT_VARIANTS, VARIANT_HELP, check_variants, parse_size
 
+DESCRIPTION = (
+    "The runner that goes to the Pi: `python -m retinaface.runner detect | bench | stream ...`. "
+    "Torch-free core, Python 3.7+, numpy 1.16+. Errors are one line on stderr and exit code 1. "
+    "Nothing here imports numpy or cv2 at load time, so `--help` works on a bare Python."
+)
 # Settings whose flag is not `--` + the setting with dashes.
 FLAGS = {
     "conf_threshold": "--conf",
@@ -95,7 +100,7 @@ def size_type(text):
 
 
 def build_parser():
-    parser = OneLineParser(prog="python -m retinaface.runner", description=__doc__)
+    parser = OneLineParser(prog="python -m retinaface.runner", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command")
     commands.required = True
     add_detect_parser(commands, size_type)
