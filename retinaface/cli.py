@@ -366,13 +366,12 @@ def bench_command(args):
 
 
 def stream_command(args):
-    """The stream command: returns the exit code (see the module docstring)."""
+    """The stream command: returns the exit code (see retinaface.live.streamer)."""
+    from .live.streamer import EXIT_OK, EXIT_SOURCE_LOST, Streamer, summary
 
     def log(line):
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
-
-    from .live.streamer import EXIT_OK, EXIT_SOURCE_LOST, Streamer, summary
 
     streamer = Streamer(stream_config(args), log)
     previous = {}
