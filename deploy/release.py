@@ -62,7 +62,7 @@ def ensure_models(models_dir: Path = MODELS_DIR, progress: Callable[[str], None]
     models_dir = Path(models_dir)
     manifest_path = models_dir / "manifest.json"
     if not manifest_path.is_file():
-        from retinaface.export import export_models
+        from retinaface.tools.export import export_models
 
         export_models(models_dir, progress=progress or (lambda message: None))
     try:
@@ -107,24 +107,34 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def runner_wheel_bytes(
-    src_dir: Path, modules: Iterable[str], version: str = RUNNER_VERSION
-) -> tuple[str, bytes]:
-    """(file name, bytes) of the pure-Python wheel holding `retinaface/<module>.py`.
+# Inside retinaface/, what never ships: the workstation-only tools and byte-code caches.
+RUNNER_EXCLUDED = ("tools", "__pycache__")
+
+
+def runner_sources(src_dir: Path) -> list[tuple[str, Path]]:
+    """(path inside the wheel, local file) of every .py file of the `retinaface` package tree
+    at `src_dir`, minus tools/ and __pycache__, sorted by wheel path."""
+    src_dir = Path(src_dir)
+    if not (src_dir / "__init__.py").is_file() or not (src_dir / "runner.py").is_file():
+        raise DeployError(f"{src_dir}: not the retinaface package (no __init__.py / runner.py)")
+    found = []
+    for path in src_dir.rglob("*.py"):
+        rel = path.relative_to(src_dir)
+        if rel.parts[0] in RUNNER_EXCLUDED or "__pycache__" in rel.parts:
+            continue
+        found.append((f"retinaface/{rel.as_posix()}", path))
+    return sorted(found)
+
+
+def runner_wheel_bytes(src_dir: Path, version: str = RUNNER_VERSION) -> tuple[str, bytes]:
+    """(file name, bytes) of the pure-Python wheel holding the `retinaface` package tree at
+    `src_dir` minus tools/ (the workstation-only code).
 
     Reproducible: sorted entries, fixed timestamps and modes, so unchanged sources give the same
     bytes (and the same digest on the host).
     """
-    src_dir = Path(src_dir)
     dist_info = f"{RUNNER_DIST}-{version}.dist-info"
-    entries: list[tuple[str, bytes]] = []
-    for module in sorted(set(modules)):
-        path = src_dir / f"{module}.py"
-        if not path.is_file():
-            raise DeployError(
-                f"{path}: runner module {module!r} (retinaface.config.RUNTIME_MODULES) is missing"
-            )
-        entries.append((f"retinaface/{module}.py", path.read_bytes()))
+    entries = [(name, path.read_bytes()) for name, path in runner_sources(src_dir)]
     metadata = (
         "Metadata-Version: 2.1\n"
         f"Name: {RUNNER_DIST.replace('_', '-')}\n"
@@ -158,21 +168,13 @@ def runner_wheel_bytes(
     return f"{RUNNER_DIST}-{version}-py3-none-any.whl", buffer.getvalue()
 
 
-def build_runner_wheel(
-    out_dir: Path = RUNNER_BUILD_DIR,
-    src_dir: Optional[Path] = None,
-    modules: Optional[Iterable[str]] = None,
-) -> Path:
+def build_runner_wheel(out_dir: Path = RUNNER_BUILD_DIR, src_dir: Optional[Path] = None) -> Path:
     """Write the runner wheel as `out_dir/<sha256[:12]>/<name>.whl` and return its path.
 
     The folder is named by content, so a file once returned never changes underneath its
     caller, even when another process builds a different runner at the same time.
     """
-    if modules is None:
-        from retinaface.config import RUNTIME_MODULES
-
-        modules = RUNTIME_MODULES
-    name, data = runner_wheel_bytes(src_dir or REPO_ROOT / "retinaface", modules)
+    name, data = runner_wheel_bytes(src_dir or REPO_ROOT / "retinaface")
     folder = Path(out_dir) / hashlib.sha256(data).hexdigest()[:12]
     path = folder / name
     if path.is_file() and path.read_bytes() == data:

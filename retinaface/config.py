@@ -17,25 +17,3 @@ KEEP_TOP_K = 750
 # ONNX graph names, as in the study.
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("bbox", "confidence", "landmark")
-
-# Modules of the torch-free runtime that deploy packs into the runner wheel for the Pi.
-# model.py is included for the torch backend; it is only imported when that backend is used.
-RUNTIME_MODULES = (
-    "__init__",
-    "errors",
-    "config",
-    "anchors",
-    "postprocess",
-    "imageio",
-    "files",
-    "detector",
-    "runner",
-    "bench",
-    "telemetry",
-    "profile",
-    "stream",
-    "frame_sources",
-    "live_http",
-    "bench_stream",
-    "model",
-)

@@ -3,7 +3,7 @@
 import json
 import os
 
-from .errors import ModelError
+from .errors import ModelError, SettingError
 from .files import write_atomic
 
 
@@ -36,16 +36,17 @@ def check_output_image(path):
     path = str(path)
     extension = os.path.splitext(path)[1].lower()
     if extension not in IMAGE_FORMATS:
-        raise ModelError(
-            "--out {}: the extension names no image format I write (use one of {})".format(
+        raise SettingError(
+            "out",
+            "{{setting}} {}: the extension names no image format I write (use one of {})".format(
                 path, ", ".join(IMAGE_FORMATS)
-            )
+            ),
         )
     if os.path.isdir(path):
-        raise ModelError("--out {} is a folder; give a file name".format(path))
+        raise SettingError("out", "{{setting}} {} is a folder; give a file name".format(path))
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise ModelError("--out {}: folder {} does not exist".format(path, folder))
+        raise SettingError("out", "{{setting}} {}: folder {} does not exist".format(path, folder))
 
 
 def clip_box(box, width, height):

@@ -17,7 +17,7 @@ from tests.paths import IMAGES, REPO, SHARED  # noqa: F401  (re-exported for fix
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """The model variants exported once per test session from the embedded trained weights."""
-    from retinaface.export import export_models
+    from retinaface.tools.export import export_models
 
     out = tmp_path_factory.mktemp("build") / "models"
     export_models(out)

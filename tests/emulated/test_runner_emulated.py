@@ -29,7 +29,8 @@ DEPLOY_DIR = "retinaface-pi"  # inventory.yaml: deploy_dir ~/retinaface-pi (ssh 
 @pytest.fixture(scope="session")
 def manifest() -> dict:
     """build/models/manifest.json, exporting the model variants first if there are none."""
-    from retinaface.export import export_models, load_manifest
+    from retinaface.manifest import load_manifest
+    from retinaface.tools.export import export_models
 
     models_dir = REPO / "build" / "models"
     if not (models_dir / "manifest.json").exists():

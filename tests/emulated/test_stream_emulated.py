@@ -45,7 +45,7 @@ def _get(url: str):
 @pytest.fixture(scope="module")
 def models_built():
     """build/models, exported first if missing (what `invoke deploy` ships)."""
-    from retinaface.export import export_models
+    from retinaface.tools.export import export_models
 
     models = REPO / "build" / "models"
     if not (models / "manifest.json").exists():

@@ -268,7 +268,7 @@ def test_a_crafted_bench_json_fails_only_its_host(lab, models_dir, tmp_path):
         lab.trust(name)
     assert run_deploy(lab, "fleet", models_dir).exit_code == 0
     installed = list(
-        (lab.deploy_dir("pi-evil") / "venv").glob("lib/python*/site-packages/retinaface/bench.py")
+        (lab.deploy_dir("pi-evil") / "venv").glob("lib/python*/site-packages/retinaface/bench/run.py")
     )
     assert len(installed) == 1
     installed[0].write_text(installed[0].read_text() + HOSTILE_RUNNER)

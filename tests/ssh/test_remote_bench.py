@@ -14,7 +14,7 @@ import pytest
 
 from deploy.bench import BenchOptions, remote_bench, run_remote_bench
 from deploy.report import load_result
-from retinaface.bench import STAGES, STATS
+from retinaface.bench.schema import STAGES, STATS
 from tests.paths import REPO
 
 pytestmark = pytest.mark.ssh
@@ -127,7 +127,7 @@ def test_runner_crash_is_reported_with_stderr_and_no_result(lab, models_dir, tmp
     assert first.exit_code == 0, first.fleet.recap()
     # Break the installed runner on the host (deploy checks wheels, not site-packages).
     venv = lab.deploy_dir("pi-x") / "venv"
-    installed = list(venv.glob("lib/python*/site-packages/retinaface/bench.py"))
+    installed = list(venv.glob("lib/python*/site-packages/retinaface/bench/run.py"))
     assert len(installed) == 1
     code, words = CRASHES[kind]
     installed[0].write_text(code + installed[0].read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from retinaface.anchors import prior_boxes
-from retinaface.bench_local import study_prior_box as biubug6_prior_box
+from retinaface.tools.bench_local import study_prior_box as biubug6_prior_box
 
 
 @pytest.mark.parametrize("height,width", [(480, 640), (240, 320), (301, 517), (33, 47), (640, 640)])

@@ -7,11 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface import bench
-from retinaface.bench import BenchConfig, plan_variant, run_bench, summarize
+from retinaface import backends, manifest
+from retinaface.bench import run as bench
+from retinaface.bench import schema
+from retinaface.bench.run import BenchConfig, plan_variant, run_bench
+from retinaface.bench.schema import summarize
+from retinaface.bench.telemetry import Telemetry
 from retinaface.errors import ModelError
 from retinaface.runner import main
-from retinaface.telemetry import Telemetry
 from tests.paths import REPO
 
 PROBE = REPO / "deploy" / "assets" / "probe.jpg"
@@ -92,7 +95,8 @@ def test_plan_missing_file_and_digest_mismatch(fake_models):
 
 
 def test_plan_runtime_not_installed(fake_models, monkeypatch):
-    monkeypatch.setitem(bench.IMPORTS, "torch", "no_such_torch_module")
+    torch = backends.ENGINES["torch"]._replace(requires="no_such_torch_module")
+    monkeypatch.setitem(backends.ENGINES, "torch", torch)
     plan = plan_variant("torch", MANIFEST, str(fake_models), (640, 480))
     assert plan.skipped.startswith("no_such_torch_module cannot be imported on this host")
     assert "ModuleNotFoundError" in plan.skipped
@@ -100,10 +104,10 @@ def test_plan_runtime_not_installed(fake_models, monkeypatch):
 
 def test_load_manifest_errors_name_the_file(tmp_path):
     with pytest.raises(ModelError, match="manifest.json"):
-        bench.load_manifest(tmp_path)
+        manifest.load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(ModelError, match="not a models manifest"):
-        bench.load_manifest(tmp_path)
+        manifest.load_manifest(tmp_path)
 
 
 def _fake_snapshots(values):
@@ -143,9 +147,9 @@ def test_run_bench_small_real_run(models_dir):
     assert fp32["backend"] == "onnxruntime" and fp32["input_size"] == [640, 480]
     assert fp32["faces"] > 0
     assert fp32["runs"] == 4 and [w["runs"] for w in fp32["windows"]] == [2, 2]
-    for stage in bench.STAGES:
+    for stage in schema.STAGES:
         stats = fp32["stages"][stage]
-        assert set(stats) == set(bench.STATS)
+        assert set(stats) == set(schema.STATS)
         assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
         assert len(fp32["samples_ms"][stage]) == 4
     e2e, parts = fp32["stages"]["e2e"]["mean"], fp32["stages"]

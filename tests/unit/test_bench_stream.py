@@ -7,7 +7,7 @@ import json
 
 from deploy.report import HostResult, render_tables
 from deploy.sweep import stream_rows
-from retinaface.bench import STREAM_FRAMES, STREAM_ROUNDS
+from retinaface.bench.run import STREAM_FRAMES, STREAM_ROUNDS
 from retinaface.runner import main
 from tests.paths import REPO
 

@@ -25,28 +25,55 @@ from deploy.sync import parse_state, plan_sync
 from tests.paths import REPO
 
 
-def test_runner_wheel_is_reproducible_and_complete():
-    from retinaface.config import RUNTIME_MODULES
+def _shipped_tree():
+    """Every .py file under retinaface/ except tools/ and __pycache__, as wheel paths."""
+    package = REPO / "retinaface"
+    return sorted(
+        f"retinaface/{path.relative_to(package).as_posix()}"
+        for path in package.rglob("*.py")
+        if path.relative_to(package).parts[0] != "tools" and "__pycache__" not in path.parts
+    )
 
-    name, first = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
-    _, second = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
+
+def test_runner_wheel_is_reproducible_and_complete():
+    name, first = runner_wheel_bytes(REPO / "retinaface")
+    _, second = runner_wheel_bytes(REPO / "retinaface")
     assert first == second
     assert name == "retinaface_pi_runner-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(__import__("io").BytesIO(first)) as archive:
         names = archive.namelist()
         record = archive.read("retinaface_pi_runner-0.1.0.dist-info/RECORD").decode()
-    assert sorted(n for n in names if n.startswith("retinaface/")) == sorted(
-        f"retinaface/{module}.py" for module in RUNTIME_MODULES
-    )
-    assert "retinaface/export.py" not in names  # torch-side modules stay home
+    shipped = sorted(n for n in names if n.startswith("retinaface/"))
+    assert shipped == _shipped_tree()
+    # the folders of the runner are in it, the workstation's tools are not
+    for module in ("runner.py", "cli.py", "backends/onnxruntime.py", "bench/run.py",
+                   "live/streamer.py", "model.py"):  # fmt: skip
+        assert f"retinaface/{module}" in shipped
+    assert not [n for n in names if "/tools/" in n or n.endswith(".pyc")]
     for entry in names:
         assert entry in record
 
 
-def test_runner_wheel_installs_with_pip(tmp_path):
-    from retinaface.config import RUNTIME_MODULES
+def test_runner_wheel_leaves_out_tools_and_caches(tmp_path):
+    package = tmp_path / "retinaface"
+    for rel in ("__init__.py", "runner.py", "bench/__init__.py", "bench/run.py",
+                "tools/__init__.py", "tools/export.py", "__pycache__/runner.py",
+                "bench/__pycache__/run.py"):  # fmt: skip
+        (package / rel).parent.mkdir(parents=True, exist_ok=True)
+        (package / rel).write_text(f"# {rel}\n")
+    _, data = runner_wheel_bytes(package)
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as archive:
+        shipped = sorted(n for n in archive.namelist() if n.startswith("retinaface/"))
+    assert shipped == [
+        "retinaface/__init__.py",
+        "retinaface/bench/__init__.py",
+        "retinaface/bench/run.py",
+        "retinaface/runner.py",
+    ]
 
-    name, data = runner_wheel_bytes(REPO / "retinaface", RUNTIME_MODULES)
+
+def test_runner_wheel_installs_with_pip(tmp_path):
+    name, data = runner_wheel_bytes(REPO / "retinaface")
     (tmp_path / name).write_bytes(data)
     target = tmp_path / "site"
     subprocess.run(
@@ -61,10 +88,10 @@ def test_runner_wheel_installs_with_pip(tmp_path):
     assert b"retinaface-pi-runner" not in check.stdout
 
 
-def test_missing_runner_module_is_named(tmp_path):
+def test_a_folder_that_is_not_the_package_is_named(tmp_path):
     (tmp_path / "config.py").write_text("")
-    with pytest.raises(DeployError, match="detector.py"):
-        runner_wheel_bytes(tmp_path, ["config", "detector"])
+    with pytest.raises(DeployError, match="not the retinaface package"):
+        runner_wheel_bytes(tmp_path)
 
 
 def test_wheel_tags_and_matching(tmp_path):

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from retinaface.detector import Detector
-from retinaface.export import PARITY_SIZES, parity
 from retinaface.files import sha256_file
 from retinaface.imageio import read_image
 from retinaface.model import load_model
+from retinaface.tools.export import PARITY_SIZES, parity
 from tests.paths import IMAGES
 
 # Faces found at native size, conf 0.6, by the torch model with the embedded trained weights.

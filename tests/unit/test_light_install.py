@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import onnx
 
-from retinaface.bench import plan_variant
-from retinaface.export import PARITY_SIZES, export_onnx, onnx_outputs
+from retinaface.bench.run import plan_variant
 from retinaface.model import load_model
+from retinaface.tools.export import PARITY_SIZES, export_onnx, onnx_outputs
 from tests.paths import REPO
 
 NO_TORCH = "raise ImportError('torch is blocked for this test (the light install)')\n"
@@ -56,7 +56,7 @@ def test_default_models_build_without_torch(tmp_path, models_dir):
     out = tmp_path / "build" / "models"
     shutil.copytree(models_dir.parent / "cache", tmp_path / "build" / "cache")  # the wheel
     code = (
-        "import sys; from pathlib import Path; from retinaface.export import export_models; "
+        "import sys; from pathlib import Path; from retinaface.tools.export import export_models; "
         "export_models(Path(sys.argv[1])); import torch"
     )
     result = subprocess.run(

@@ -11,9 +11,11 @@ import sys
 
 import pytest
 
-from retinaface import evaluate
 from retinaface.errors import ModelError
-from retinaface.variants import PROJECT_ROOT, check_model, model_file, parse_names
+from retinaface.manifest import model_file
+from retinaface.names import check_model, parse_names
+from retinaface.tools import evaluate
+from retinaface.tools.paths import PROJECT_ROOT
 from tests.paths import REPO
 
 NAMES = ("fp32", "fp32-opt", "fp32-static-640x480", "int8", "int8-qop", "torch")

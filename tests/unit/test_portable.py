@@ -1,6 +1,6 @@
 """Every built model loads on the onnxruntime releases the Pi gets (1.8.1 buster, 1.9.1 bullseye).
 
-Checked against onnxruntime's compatibility table (retinaface.portable.ORT_COMPATIBILITY); the
+Checked against onnxruntime's compatibility table (retinaface.tools.portable.ORT_COMPATIBILITY); the
 emulated tier loads them on the real armv7l 1.8.1 build.
 """
 
@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from retinaface.errors import ModelError
-from retinaface.portable import (
+from retinaface.tools.portable import (
     make_portable,
     make_portable_file,
     oldest_onnxruntime,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from retinaface.anchors import prior_boxes
-from retinaface.bench_local import py_cpu_nms
 from retinaface.postprocess import decode_boxes, decode_landmarks, detect_faces, nms
+from retinaface.tools.bench_local import py_cpu_nms
 
 
 def biubug6_decode(loc, priors, variances):

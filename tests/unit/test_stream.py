@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from retinaface.detector import Detector
-from retinaface.stream import EXIT_OK, JsonLines
+from retinaface.live.streamer import EXIT_OK, JsonLines
 from tests.fixtures.browser import chromium_command
 from tests.fixtures.video import make_video, read_frames
 from tests.paths import REPO

@@ -15,14 +15,14 @@ import pytest
 
 from deploy.report import HostResult, load_result, render_tables
 from deploy.sweep import best_lines, cells, parse_sweep, study_table, sweep_section
-from retinaface import telemetry
-from retinaface.bench import BenchConfig, run_bench
+from retinaface.bench import telemetry
+from retinaface.bench.ort_profile import int8_verdict, op_summary, profile_model
+from retinaface.bench.run import BenchConfig, run_bench
+from retinaface.bench.telemetry import Telemetry
 from retinaface.detector import Detector
 from retinaface.errors import ModelError
 from retinaface.imageio import read_image
-from retinaface.profile import int8_verdict, op_summary, profile_model
 from retinaface.runner import main
-from retinaface.telemetry import Telemetry
 from tests.paths import REPO
 
 PROBE = REPO / "deploy" / "assets" / "probe.jpg"

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from retinaface import telemetry
-from retinaface.telemetry import (
+from retinaface.bench import telemetry
+from retinaface.bench.telemetry import (
     Telemetry,
     cool_down,
     no_vcgencmd,

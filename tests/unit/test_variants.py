@@ -10,10 +10,10 @@ import pytest
 
 from retinaface.detector import Detector
 from retinaface.errors import ModelError
-from retinaface.export import export_models
 from retinaface.files import sha256_file
 from retinaface.imageio import read_image
-from retinaface.optimize import non_portable_ops
+from retinaface.tools.export import export_models
+from retinaface.tools.optimize import non_portable_ops
 from tests.paths import IMAGES
 from tests.unit.test_export import assert_same_faces
 
@@ -73,7 +73,7 @@ def test_int8_is_quantized_per_channel_and_keeps_its_faces(models_dir):
 def test_int8_qop_writes_integer_operators_the_pis_onnxruntime_runs(models_dir):
     """QOperator form: QLinearConv and com.microsoft QLinearLeakyRelu in the graph itself (no
     runtime fusion needed), Softmax and the nine head convolutions in float, loadable on 1.8."""
-    from retinaface.portable import problems
+    from retinaface.tools.portable import problems
 
     data = (models_dir / "int8-qop.onnx").read_bytes()
     ops = [(n.domain, n.op_type) for n in onnx.load_from_string(data).graph.node]

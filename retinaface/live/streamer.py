@@ -13,13 +13,14 @@ import collections
 import json
 import os
 import signal
-import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from .config import CONF_THRESHOLD
-from .errors import SourceError
-from .frame_sources import SourceEnded, display_source, open_source
+from ..config import CONF_THRESHOLD
+from ..errors import SettingError
+from .sources import SourceEnded, display_source, open_source
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -157,12 +158,12 @@ class JsonLines(object):
         self.keep = keep
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
-            raise SourceError("--jsonl: folder {} does not exist".format(directory))
+            raise SettingError("jsonl", "{{setting}}: folder {} does not exist".format(directory))
         try:
             self.handle = open(self.path, "ab")
         except OSError as error:
-            raise SourceError(
-                "--jsonl: cannot write {}: {}".format(self.path, error.strerror)
+            raise SettingError(
+                "jsonl", "{{setting}}: cannot write {}: {}".format(self.path, error.strerror)
             ) from None
         self.size = self.handle.tell()
 
@@ -198,7 +199,7 @@ def publish_loop(results, board, stop):
     """
     import cv2
 
-    from .imageio import annotate
+    from ..imageio import annotate
 
     while not stop.is_set():
         item = results.take(timeout=0.2)
@@ -218,84 +219,70 @@ def parse_http(text):
     """'HOST:PORT', ':PORT' or 'PORT' -> (host, port); the host defaults to 127.0.0.1."""
     host, _, port = str(text).rpartition(":")
     if not port.isdigit() or int(port) > 65535:
-        raise SourceError("--http must be HOST:PORT (e.g. 127.0.0.1:8080), not {!r}".format(text))
+        raise SettingError(
+            "http", "{{setting}} must be HOST:PORT (e.g. 127.0.0.1:8080), not {!r}".format(text)
+        )
     return host or "127.0.0.1", int(port)
 
 
-def add_parser(commands, size_type):
-    stream = commands.add_parser(
-        "stream", help="detect faces on a camera or video; live over HTTP and JSON lines"
-    )
-    stream.add_argument("--model", required=True, help="an .onnx variant or a biubug6 .pth")
-    stream.add_argument(
-        "--source",
-        required=True,
-        help="a V4L2 index (0) or /dev/videoN, a video file, a URL OpenCV opens "
-        "(rtsp://, http://), or picamera (the Pi camera module through picamera2)",
-    )
-    stream.add_argument("--loop", action="store_true", help="replay a video file forever")
-    stream.add_argument(
-        "--backend", choices=("onnxruntime", "opencv", "torch"), help="default: from the model file"
-    )
-    stream.add_argument("--size", type=size_type, help="resize frames to WIDTHxHEIGHT")
-    stream.add_argument(
-        "--long-side", type=int, help="resize so the longer side has this many pixels"
-    )
-    stream.add_argument("--threads", type=int, help="inference threads")
-    stream.add_argument(
-        "--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)"
-    )
-    stream.add_argument(
-        "--http", help="serve the live view on HOST:PORT (127.0.0.1 when only :PORT is given)"
-    )
-    stream.add_argument("--jsonl", help="append one JSON line per processed frame to this file")
-    stream.add_argument(
-        "--jsonl-max-mb",
-        type=float,
-        default=50.0,
-        help="rotate the JSON lines file past this size (default %(default)s MB)",
-    )
-    stream.add_argument(
-        "--jsonl-keep", type=int, default=3, help="rotated files kept (default %(default)s)"
-    )
-    stream.add_argument("--max-frames", type=int, help="stop after processing this many frames")
-    return stream
+@dataclass
+class StreamConfig:
+    """One run of the stream command: the model, the source and where faces go."""
+
+    model: str
+    source: str
+    loop: bool = False  # replay a video file forever
+    backend: Optional[str] = None  # None: from the model file
+    size: Optional[Tuple[int, int]] = None  # (W, H) frames are resized to
+    long_side: Optional[int] = None
+    threads: Optional[int] = None
+    conf_threshold: float = CONF_THRESHOLD
+    http: Optional[str] = None  # HOST:PORT of the live view
+    jsonl: Optional[str] = None  # one JSON line per processed frame
+    jsonl_max_mb: float = 50.0
+    jsonl_keep: int = 3
+    max_frames: Optional[int] = None
+
+    def check(self):
+        if self.max_frames is not None and self.max_frames < 1:
+            raise SettingError(
+                "max_frames", "{{setting}} must be at least 1, not {}".format(self.max_frames)
+            )
+        return self
 
 
 class Streamer(object):
     """One run of the stream command: source, detector, optional HTTP and JSON lines."""
 
-    def __init__(self, args, log):
-        from .detector import Detector
+    def __init__(self, config, log):
+        from ..detector import Detector
 
-        if args.max_frames is not None and args.max_frames < 1:
-            raise SourceError("--max-frames must be at least 1, not {}".format(args.max_frames))
-        self.args = args
+        self.config = config.check()
         self.log = log
         self.stop = threading.Event()
         self.stop_reason = None
-        self.http = parse_http(args.http) if args.http else None
+        self.http = parse_http(config.http) if config.http else None
         self.detector = Detector(
-            args.model,
-            backend=args.backend,
-            size=args.size,
-            long_side=args.long_side,
-            conf_threshold=args.conf,
-            threads=args.threads,
+            config.model,
+            backend=config.backend,
+            size=config.size,
+            long_side=config.long_side,
+            conf_threshold=config.conf_threshold,
+            threads=config.threads,
             spinning=False,  # capture and JPEG threads need the cores between two inferences
         )
-        self.source = open_source(args.source, loop=args.loop, stop=self.stop, log=log)
+        self.source = open_source(config.source, loop=config.loop, stop=self.stop, log=log)
         self.frames = NewestSlot()
         self.results = NewestSlot()
         self.stats = StreamStats(
-            display_source(args.source),
-            os.path.basename(str(args.model)),
+            display_source(config.source),
+            os.path.basename(str(config.model)),
             self.detector.backend_name,
         )
         self.jsonl = None
-        if args.jsonl:
+        if config.jsonl:
             self.jsonl = JsonLines(
-                args.jsonl, int(args.jsonl_max_mb * 1024 * 1024), max(0, args.jsonl_keep)
+                config.jsonl, int(config.jsonl_max_mb * 1024 * 1024), max(0, config.jsonl_keep)
             )
         self.server = None
         self.threads = []
@@ -310,7 +297,7 @@ class Streamer(object):
     def start(self):
         self._spawn("capture", capture_loop, self.source, self.frames, self.stop)
         if self.http:
-            from .live_http import FrameBoard, LiveServer
+            from .http import FrameBoard, LiveServer
 
             board = FrameBoard()
             try:
@@ -318,8 +305,9 @@ class Streamer(object):
                     self.http[0], self.http[1], board, self.metrics, self.stats.healthy
                 )
             except OSError as error:
-                raise SourceError(
-                    "--http {}: cannot listen: {}".format(self.args.http, error.strerror)
+                raise SettingError(
+                    "http",
+                    "{{setting}} {}: cannot listen: {}".format(self.config.http, error.strerror),
                 ) from None
             self.server.start()
             self._spawn("publish", publish_loop, self.results, board, self.stop)
@@ -347,8 +335,8 @@ class Streamer(object):
                 self.jsonl.write({"frame": number, "t": round(wall, 3), "faces": faces})
             if self.server:
                 self.results.put((number, image, faces))
-            if self.args.max_frames and self.stats.frames >= self.args.max_frames:
-                self.stop_reason = "--max-frames {}".format(self.args.max_frames)
+            if self.config.max_frames and self.stats.frames >= self.config.max_frames:
+                self.stop_reason = "--max-frames {}".format(self.config.max_frames)
                 break
         return None
 
@@ -368,40 +356,3 @@ def summary(stats, dropped):
     return "{} frames processed ({:.2f} fps), {} dropped".format(
         stats.frames, stats.overall_fps(), dropped
     )
-
-
-def main_stream(args):
-    """The stream command: returns the exit code (see the module docstring)."""
-
-    def log(line):
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    streamer = Streamer(args, log)
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, streamer.request_stop)
-    try:
-        streamer.start()
-        where = ""
-        if streamer.server:
-            where = " on http://{}:{}/".format(*streamer.server.address)
-        sys.stdout.write(
-            "streaming {} with {} ({}){}\n".format(
-                streamer.stats.source, streamer.stats.model, streamer.detector.backend_name, where
-            )
-        )
-        sys.stdout.flush()
-        ended = streamer.run()
-    finally:
-        streamer.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    done = summary(streamer.stats, streamer.frames.dropped)
-    if ended is not None and ended.lost:
-        log("error: {}; {}".format(ended, done))
-        return EXIT_SOURCE_LOST
-    reason = str(ended) if ended is not None else "stopped by {}".format(streamer.stop_reason)
-    sys.stdout.write("{}: {}\n".format(reason, done))
-    sys.stdout.flush()
-    return EXIT_OK

