@@ -14,8 +14,8 @@ from invoke import Exit
 from invoke.exceptions import ParseError
 from invoke.parser import Argument
 
+from deploy.console import SafeStream, safe_text
 from deploy.errors import DeployError, InventoryError
-from deploy.terminal import SafeStream, safe_text
 from pi_setup.errors import EmulatorError, WheelError
 from retinaface.errors import ModelError
 
@@ -422,7 +422,7 @@ def _tqdm_progress():
 @user_errors
 def trust_host(c, host=None, yes=False, inventory=None):
     """Show a host's SSH key fingerprint and record it in the project known_hosts on confirmation."""
-    from deploy.commands import trust
+    from deploy.workflow.commands import trust
 
     def confirm(result):
         print(f"{result.host}: {result.key_name} presents {result.key_type} {result.fingerprint}")
@@ -445,7 +445,7 @@ def trust_host(c, host=None, yes=False, inventory=None):
 def hosts(c, host=None, inventory=None):
     """List the hosts an inventory resolves to, without connecting: name, address, port, user,
     connection, groups (`-`: ssh's default, from ~/.ssh/config or 22)."""
-    from deploy.commands import host_table, list_hosts
+    from deploy.workflow.commands import host_table, list_hosts
 
     for line in host_table(list_hosts(host, inventory)):
         print(line)
@@ -455,7 +455,7 @@ def hosts(c, host=None, inventory=None):
 @user_errors
 def facts(c, host=None, inventory=None, forks=10):
     """Probe hosts: arch, OS, Python and wheel tag, RAM, free disk, Pi model, temperature."""
-    from deploy.commands import facts as gather
+    from deploy.workflow.commands import facts as gather
 
     result = gather(host, inventory, forks=forks)
     for report in result.reports:
@@ -479,7 +479,7 @@ def facts(c, host=None, inventory=None, forks=10):
 @user_errors
 def deploy(c, host=None, check=False, inventory=None, forks=10):
     """Deploy models, the runner and matching wheels to hosts (releases + atomic `current`)."""
-    from deploy.commands import deploy as run_deploy
+    from deploy.workflow.commands import deploy as run_deploy
 
     result = run_deploy(
         host,
@@ -509,8 +509,8 @@ def deploy(c, host=None, check=False, inventory=None, forks=10):
 def bundle(c, host=None, tags=None, out=None, inventory=None):
     """Write the release as an Ansible bundle: archive, SHA256SUMS and a playbook that deploys it
     the way `invoke deploy` does (for ansible-playbook / AWX on large fleets)."""
-    from deploy.commands import bundle as make_bundle
-    from deploy.hostkeys import project_known_hosts
+    from deploy.paths import project_known_hosts
+    from deploy.workflow.commands import bundle as make_bundle
 
     result = make_bundle(host, tags, inventory, out, note=_print_progress)
     print(f"release {result.release_id}: {result.files} files, {result.bytes:,} bytes")
@@ -559,8 +559,8 @@ def service(
     inventory=None,
 ):
     """The live stream as a systemd service on the hosts: install, start, stop, status, logs."""
-    from deploy.commands import service as run_service
-    from deploy.service import ACTIONS, StreamSettings
+    from deploy.workflow.commands import service as run_service
+    from deploy.workflow.service import ACTIONS, StreamSettings
 
     if action not in ACTIONS:
         raise Exit(f"error: unknown action {action!r}: choose one of {', '.join(ACTIONS)}", code=1)
@@ -1013,10 +1013,10 @@ def remote_bench(
     """
     from pathlib import Path
 
-    from deploy.bench import BenchOptions
-    from deploy.bench import remote_bench as run_bench
-    from deploy.report import RESULTS_DIR
-    from deploy.sweep import parse_sweep
+    from deploy.results.report import RESULTS_DIR
+    from deploy.results.sweep import parse_sweep
+    from deploy.workflow.remote_bench import BenchOptions
+    from deploy.workflow.remote_bench import remote_bench as run_bench
     from retinaface.bench import check_variants
 
     sizes, thread_counts, fps = parse_sweep(size, threads, target_fps)
@@ -1075,9 +1075,9 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
     """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
     from pathlib import Path
 
-    from deploy.report import compare as compare_runs
-    from deploy.report import latest_results, load_results, render_reports, write_atomic
-    from deploy.sweep import parse_sweep, study_table
+    from deploy.results.report import compare as compare_runs
+    from deploy.results.report import latest_results, load_results, render_reports, write_atomic
+    from deploy.results.sweep import parse_sweep, study_table
 
     folder = latest_results() if results_dir == "latest" else results_dir
     if style not in ("tables", "study"):

@@ -21,14 +21,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import jinja2
 
-from deploy.render import add_shell_filters
+from deploy.hosts.scripts import add_shell_filters
+from deploy.paths import TEMPLATES, WHEELS_DIR
 from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
 from retinaface.files import sha256_file, write_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO_ROOT / "templates"
-WHEELS_DIR = REPO_ROOT / "wheels"
 MANIFEST_NAME = "manifest.json"
 DEFAULT_WORK_DIR = "~/retinaface-pi-build"
 DEFAULT_JOBS = 2
@@ -756,8 +754,8 @@ def parse_sources(text: Optional[str], names: Sequence[str]) -> Dict[str, str]:
 
 def open_builder(name: str, inventory: Optional[str] = None):
     """A host connection to the one builder named in the inventory."""
-    from deploy.connection import open_host
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.inventory import load_inventory
 
     hosts = load_inventory(inventory).select(name)
     if len(hosts) != 1:
@@ -766,8 +764,8 @@ def open_builder(name: str, inventory: Optional[str] = None):
 
 
 def builder_facts(conn) -> Dict[str, Any]:
-    """The builder's facts for the manifest (deploy.facts, without the long tag list)."""
-    from deploy.facts import gather_facts
+    """The builder's facts for the manifest (deploy.hosts.facts, without the long tag list)."""
+    from deploy.hosts.facts import gather_facts
 
     facts = asdict(gather_facts(conn))
     facts.pop("tags", None)
@@ -903,7 +901,7 @@ def recipe_facts(
 ) -> RecipeFacts:
     """Facts for --print-script: flags first, then the builder's probe if it answers, then what
     the inventory declares, then ASSUMED_FACTS. Reading a recipe never needs a reachable Pi."""
-    from deploy.errors import UnreachableError
+    from deploy.hosts.errors import UnreachableError
 
     if os_codename is not None and not re.match(r"^[a-z]+$", os_codename):
         raise WheelError(f"--os {os_codename!r}: expected a Debian codename such as bullseye")
@@ -951,7 +949,7 @@ def describe_facts(facts: RecipeFacts) -> str:
 
 def _declared_python(builder: str, inventory: Optional[str]) -> Optional[str]:
     """The interpreter the inventory names for the builder (`python:`), if not the default."""
-    from deploy.inventory import load_inventory
+    from deploy.hosts.inventory import load_inventory
 
     hosts = load_inventory(inventory).select(builder)
     declared = hosts[0].python if len(hosts) == 1 else None

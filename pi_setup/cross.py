@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from deploy.hostkeys import cache_dir
+from deploy.paths import cache_dir
 from pi_setup import build_wheels as bw
 from pi_setup import emulator, wheel_gate
 from pi_setup.errors import EmulatorError, WheelError

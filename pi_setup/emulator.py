@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
-from deploy.hostkeys import cache_dir, project_known_hosts
+from deploy.paths import cache_dir, project_known_hosts
 from pi_setup.errors import EmulatorError
 
 # Bump when the way a root filesystem is built changes, so old caches are not reused.

@@ -23,12 +23,11 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import yaml
 
+from deploy.paths import WHEEL_LOCK, WHEELS_DIR
 from pi_setup.errors import WheelError
 from retinaface.files import write_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"
-WHEELS_DIR = REPO_ROOT / "wheels"
+LOCK_PATH = WHEEL_LOCK
 DEFAULT_VERSION = "1.9.1"
 CHUNK = 64 * 1024
 # A mirror is not trusted: when the lock does not know a wheel's size, this caps the download
@@ -36,7 +35,7 @@ CHUNK = 64 * 1024
 MAX_WHEEL_BYTES = 256 * 1024**2
 FETCH_DEADLINE = 1800.0
 
-# dpkg architecture (what `deploy.facts` reports) -> wheel platform suffix.
+# dpkg architecture (what `deploy.hosts.facts` reports) -> wheel platform suffix.
 DPKG_TO_WHEEL_ARCH = {"armhf": "armv7l", "arm64": "aarch64", "amd64": "x86_64", "i386": "i686"}
 
 _WHEEL_NAME = re.compile(
@@ -456,9 +455,9 @@ class Target:
 
 def targets_for_hosts(host_spec: str, inventory: Optional[str] = None) -> List[Target]:
     """The OS codename / Python / arch of each selected inventory host, from its facts."""
-    from deploy.connection import open_host
-    from deploy.facts import gather_facts
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.facts import gather_facts
+    from deploy.hosts.inventory import load_inventory
 
     targets = []
     for host in load_inventory(inventory).select(host_spec):
@@ -512,7 +511,7 @@ def fetch_for_targets(
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
 # onnxruntime (nknytk armv7l builds): numpy C-API 0xe -> numpy>=1.20 (Debian bullseye ships 1.19.5),
 # numpy 2 breaks numpy-1 builds; the .so links libgomp and libatomic. Deploy meets pip requirements
-# offline: the host's own numpy or a wheel in wheels/ (deploy.deploy.missing_requirements).
+# offline: the host's own numpy or a wheel in wheels/ (deploy.workflow.push.missing_requirements).
 _HOST_REQUIREMENTS: Dict[str, Tuple[List[str], List[str]]] = {
     "onnxruntime": (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"]),
     "torch": ([], ["libopenblas-dev", "libgomp1", "libatomic1"]),

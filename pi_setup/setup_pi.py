@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import jinja2
 
-from deploy.render import add_shell_filters
+from deploy.hosts.scripts import add_shell_filters
 from pi_setup.build_wheels import SWAPFILE, TEMPLATES
 from pi_setup.errors import WheelError
 
@@ -101,7 +101,7 @@ def parse_setup_output(host: str, text: str) -> SetupResult:
 
 def setup_host(conn, check: bool = False, swap_mb: int = 0) -> SetupResult:
     """Run the setup on the host behind `conn` (facts decide the OS release)."""
-    from deploy.facts import gather_facts
+    from deploy.hosts.facts import gather_facts
 
     facts = gather_facts(conn)
     script = render_setup(
@@ -124,8 +124,8 @@ def setup_pi(
     host: Optional[str], inventory: Optional[str] = None, check: bool = False, swap_mb: int = 0
 ) -> List[SetupResult]:
     """setup-pi on every selected host, one after the other."""
-    from deploy.connection import open_host
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.inventory import load_inventory
 
     results = []
     for item in load_inventory(inventory).select(host):

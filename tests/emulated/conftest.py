@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hostkeys import project_known_hosts
+from deploy.paths import project_known_hosts
 from pi_setup import emulator
 
 REPO = Path(__file__).resolve().parents[2]

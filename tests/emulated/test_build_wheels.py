@@ -16,8 +16,8 @@ import time
 import zipfile
 from dataclasses import replace
 
-from deploy.connection import open_host
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
 from pi_setup import build_wheels as bw
 from pi_setup import emulator
 from tests.fixtures.pi_probe_repo import make_probe_repo
@@ -156,7 +156,7 @@ def test_probe_wheel_built_on_emulated_pi_resumes_pulls_and_deploys(bullseye, tm
     assert f"finished: {WHEEL}" in result.stdout
 
     # deploy picks the wheel (tag cp39-cp39-linux_armv7l matches pi4-emu) and installs it
-    from deploy.commands import deploy
+    from deploy.workflow.commands import deploy
 
     outcome = deploy("pi4-emu", wheels_dir=wheels)
     assert outcome.exit_code == 0, outcome.recap()

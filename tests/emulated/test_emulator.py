@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hostkeys import project_known_hosts
+from deploy.paths import project_known_hosts
 from pi_setup import emulator
 from pi_setup.errors import EmulatorError
 

@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 
 import tasks
-from deploy.bench import BenchOptions, parse_poll, run_remote_bench, valid_progress
-from deploy.connection import open_host
-from deploy.inventory import LOCAL_HOST
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import LOCAL_HOST
+from deploy.workflow.remote_bench import BenchOptions, parse_poll, run_remote_bench, valid_progress
 
 BAD = [
     ["a", "list"],

@@ -19,7 +19,7 @@ import jinja2
 import pytest
 from jinja2 import meta
 
-from deploy.render import TEMPLATES, environment
+from deploy.hosts.scripts import TEMPLATES, environment
 from pi_setup.build_wheels import Package
 from pi_setup.build_wheels import _environment as build_environment
 from pi_setup.setup_pi import _environment as setup_environment

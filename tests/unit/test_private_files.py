@@ -8,9 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
-from deploy.fleet import run_on
-from deploy.inventory import LOCAL_HOST
-from deploy.trust import _append_line
+from deploy.hosts.fleet import run_on
+from deploy.hosts.inventory import LOCAL_HOST
+from deploy.hosts.trust import _append_line
 from pi_setup import build_wheels as bw
 from pi_setup import ort
 from tests.paths import REPO

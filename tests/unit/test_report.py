@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy import report
-from deploy.bench import BenchOptions, _signal_name, new_stamp, parse_poll
 from deploy.errors import DeployError
-from deploy.render import render
-from deploy.report import compare, load_results, render_reports, render_tables
+from deploy.hosts.scripts import render
+from deploy.results import report
+from deploy.results.report import compare, load_results, render_reports, render_tables
+from deploy.workflow.remote_bench import BenchOptions, _signal_name, new_stamp, parse_poll
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RESULTS = GOLDEN / "bench-runs"  # two recorded bench.json: a real run here and a test fixture

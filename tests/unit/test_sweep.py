@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.report import HostResult, load_result, render_tables
-from deploy.sweep import best_lines, cells, parse_sweep, study_table, sweep_section
+from deploy.results.report import HostResult, load_result, render_tables
+from deploy.results.sweep import best_lines, cells, parse_sweep, study_table, sweep_section
 from retinaface import telemetry
 from retinaface.bench import BenchConfig, run_bench
 from retinaface.detector import Detector

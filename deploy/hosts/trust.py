@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from deploy.connection import CONNECT_TIMEOUT, _connect_error, fabric_connection, fingerprint
-from deploy.errors import ChangedHostKeyError, DeployError
-from deploy.hostkeys import known_hosts_files, project_known_hosts
-from deploy.inventory import Host
+from deploy.errors import DeployError
+from deploy.hosts.connection import CONNECT_TIMEOUT, _connect_error, fabric_connection, fingerprint
+from deploy.hosts.errors import ChangedHostKeyError
+from deploy.hosts.inventory import Host
+from deploy.paths import known_hosts_files, project_known_hosts
 
 
 @dataclass(frozen=True)

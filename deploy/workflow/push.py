@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.connection import HostConnection
 from deploy.errors import DeployError
-from deploy.facts import Facts, gather_facts
-from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
-from deploy.render import render
-from deploy.service import restart_after_switch
-from deploy.sync import (
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.facts import Facts, gather_facts
+from deploy.hosts.scripts import render
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
+from deploy.workflow.service import restart_after_switch
+from deploy.workflow.sync import (
     SyncPlan,
     acquire_lock,
     activate,

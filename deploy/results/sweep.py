@@ -235,7 +235,7 @@ def threads_chart(variants: list, threads: list, size: tuple, by_key: dict) -> d
     plot_w, plot_h = width - left - right, height - top - bottom
     if not series:
         return {"empty": True, "width": width, "height": 60}
-    from deploy.report import _nice_max  # the same axis rounding as the latency chart
+    from deploy.results.report import _nice_max  # the same axis rounding as the latency chart
 
     scale = _nice_max(peak)
     step = plot_w / max(1, len(threads) - 1) if len(threads) > 1 else 0
@@ -448,7 +448,7 @@ def extra_sections(results: list, target_fps: Optional[float] = None) -> dict:
 def study_table(results: list) -> str:
     """The study's table: rows PyTorch / ONNX / ONNX optimized / ONNX INT8, min–max ms per
     frame (end to end) per host and setting, beside the study's published Pi 4 numbers."""
-    from deploy.report import PUBLISHED, PUBLISHED_MARK
+    from deploy.results.report import PUBLISHED, PUBLISHED_MARK
 
     study = PUBLISHED[0]
     lines = ["# Study layout: ms per frame, min–max (end to end)", ""]

@@ -17,17 +17,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.bench_schema import read_bench
-from deploy.commands import log_dir_for
-from deploy.connection import HostConnection
-from deploy.deploy import deploy_host
 from deploy.errors import DeployError
-from deploy.facts import gather_facts
-from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
-from deploy.inventory import load_inventory
-from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
-from deploy.render import render
-from deploy.report import RESULTS_DIR, ReportFiles, load_result, render_reports, write_atomic
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.facts import gather_facts
+from deploy.hosts.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
+from deploy.hosts.inventory import load_inventory
+from deploy.hosts.scripts import render
+from deploy.results.report import (
+    RESULTS_DIR,
+    ReportFiles,
+    load_result,
+    render_reports,
+    write_atomic,
+)
+from deploy.results.schema import read_bench
+from deploy.workflow.commands import log_dir_for
+from deploy.workflow.push import deploy_host
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
 
 POLL_SECONDS = 1.0
 STDERR_TAIL = 2000  # characters of the runner's stderr in an error message

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.errors import (
+from deploy.errors import DeployError
+from deploy.hosts.errors import (
     AuthenticationError,
     ChangedHostKeyError,
-    DeployError,
     UnknownHostKeyError,
     UnreachableError,
 )
-from deploy.hostkeys import known_hosts_files
-from deploy.inventory import Host
+from deploy.hosts.inventory import Host
+from deploy.paths import known_hosts_files
 
 CONNECT_TIMEOUT = 10.0  # TCP connect and SSH banner/auth, seconds
 CHANNEL_TIMEOUT = 20.0  # opening a session/SFTP channel

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from deploy.errors import DeployError
-from deploy.hostkeys import REPO_ROOT
+from deploy.paths import MODELS_DIR, PROBE_IMAGE, REPO_ROOT, RUNNER_BUILD_DIR, WHEELS_DIR
 from retinaface.files import sha256_file
 
-MODELS_DIR = REPO_ROOT / "build" / "models"
-WHEELS_DIR = REPO_ROOT / "wheels"
-RUNNER_BUILD_DIR = REPO_ROOT / "build" / "runner"
-PROBE_IMAGE = Path(__file__).resolve().parent / "assets" / "probe.jpg"
 RUNNER_DIST = "retinaface_pi_runner"
 RUNNER_VERSION = "0.1.0"
 LAYOUT = 1  # bump when the release layout changes; part of the release id

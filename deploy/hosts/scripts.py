@@ -7,9 +7,7 @@ from functools import lru_cache
 
 import jinja2
 
-from deploy.hostkeys import REPO_ROOT
-
-TEMPLATES = REPO_ROOT / "templates"
+from deploy.paths import TEMPLATES
 
 
 def shell_quote(value) -> str:

@@ -17,13 +17,11 @@ from typing import Optional
 
 import jinja2
 
-from deploy.bench_schema import check_bench, read_bench
+from deploy.results.schema import check_bench, read_bench
 from deploy.errors import DeployError
-from deploy.hostkeys import REPO_ROOT
+from deploy.paths import REPO_ROOT, RESULTS_DIR, TEMPLATES
 from retinaface.files import write_atomic as write_bytes_atomic
 
-TEMPLATES = REPO_ROOT / "templates"
-RESULTS_DIR = REPO_ROOT / "results"
 STAGES = ("pre", "infer", "post", "e2e")
 STAGE_NAMES = {
     "pre": "pre-process",
@@ -141,7 +139,7 @@ def validate_result(data: dict, path: Path) -> None:
 
 
 def load_result(path: Path, host: Optional[str] = None) -> HostResult:
-    """One bench.json, read size-capped and validated (deploy.bench_schema)."""
+    """One bench.json, read size-capped and validated (deploy.results.schema)."""
     path = Path(path)
     data = read_bench(path)
     return HostResult(host or data.get("inventory_host") or path.parent.name, path, data)
@@ -297,7 +295,7 @@ def _describe(result: HostResult) -> dict:
     threads = config.get("threads") or "runtime default"
     sizes, counts = config.get("sizes"), config.get("thread_counts")
     if isinstance(sizes, list) and isinstance(counts, list) and len(sizes) * len(counts) > 1:
-        from deploy.sweep import sweep_setting
+        from deploy.results.sweep import sweep_setting
 
         size, threads = sweep_setting(sizes, counts)
     warnings = list(data.get("warnings", []))
@@ -645,7 +643,7 @@ def write_atomic(path: Path, text: str) -> Path:
 
 def render_tables(results: list, title: str, target_fps: Optional[float] = None) -> dict:
     """{file name: text} of table.md, table.csv and report.html for `results`."""
-    from deploy.sweep import extra_sections
+    from deploy.results.sweep import extra_sections
 
     context = table_context(results, title)
     context.update(extra_sections(results, target_fps))
