@@ -19,18 +19,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import jinja2
-
-from deploy.hosts.scripts import add_shell_filters
-from deploy.paths import TEMPLATES, WHEELS_DIR
+from deploy.hosts.scripts import environment
+from deploy.paths import WHEELS_DIR
 from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
+from pi_setup.setup_pi import SWAPFILE
 from retinaface.files import sha256_file, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 DEFAULT_WORK_DIR = "~/retinaface-pi-build"
 DEFAULT_JOBS = 2
-SWAPFILE = "/var/swap.retinaface-pi"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # A plain wheel file name (PEP 427 characters only): never a path, never `..`.
 WHEEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.whl$")
@@ -217,19 +215,6 @@ def make_plan(
     )
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        # bash's ${#array[@]} would open a Jinja comment: use {## ... ##} for those.
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
-    return add_shell_filters(env)
-
-
 def render_script(plan: BuildPlan) -> str:
     """The bash recipe for this plan (templates/build_wheels.sh.j2)."""
     apt: List[str] = []
@@ -238,7 +223,7 @@ def render_script(plan: BuildPlan) -> str:
             apt.append(package)
     arch_note = "emulated armv7l: NEON flags forced" if plan.emulated else "native"
     return (
-        _environment()
+        environment()
         .get_template("build_wheels.sh.j2")
         .render(
             packages=plan.packages,

@@ -1,4 +1,5 @@
-"""Render the Jinja2 templates in templates/ (StrictUndefined: a missing variable is an error)."""
+"""The one Jinja environment for remote scripts (deploy, bench, service, build, setup): templates/,
+StrictUndefined (a missing variable is an error), every value through `|shq`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        # bash's ${#array[@]} would open a Jinja comment: use {## ... ##} for those. The build
+        # scripts keep their layout with `{%+ … +%}` where a tag's newline must stay.
+        comment_start_string="{##",
+        comment_end_string="##}",
     )
     return add_shell_filters(env)
 
