@@ -696,7 +696,7 @@ def fetch_ort(
     """Download the onnxruntime armv7l wheel into wheels/, verified against wheels/lock.yaml."""
     from pathlib import Path
 
-    from pi_setup import ort
+    from pi_setup import ort, wheelhouse
     from pi_setup.errors import WheelError
 
     if host and (os or python):
@@ -723,7 +723,7 @@ def fetch_ort(
         print(f"  sha256 {item.result.sha256}; blob SHA-1 matches the lock")
         if item.lock_updated:
             print(f"  recorded sha256 and size in {lock or ort.LOCK_PATH}")
-    pip, apt = ort.host_requirements(fetched[0].result.path) if fetched else ([], [])
+    pip, apt = wheelhouse.host_requirements(fetched[0].result.path) if fetched else ([], [])
     if pip or apt:
         print(
             f"deploy installs it with: {' '.join(pip)} (the host's own, or a wheel for its tag in "

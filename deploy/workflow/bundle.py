@@ -30,8 +30,9 @@ from deploy.errors import DeployError
 from deploy.hosts.inventory import DEFAULT_DEPLOY_DIR, DEFAULT_KEEP_RELEASES
 from deploy.hosts.scripts import TEMPLATES, render
 from deploy.paths import BUNDLE_DIR
-from deploy.workflow.push import release_record, wheel_requirements
-from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release, wheel_tags
+from deploy.workflow.push import release_record
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
+from pi_setup.wheelhouse import wheel_requirements, wheel_tags
 
 # Scripts the playbook renders on the controller (Ansible's template lookup) and runs on hosts.
 HOST_SCRIPTS = (

@@ -15,14 +15,9 @@ from deploy.hosts.facts import parse_facts
 from deploy.hosts.fleet import FleetResult, HostReport, run_on
 from deploy.hosts.inventory import Host
 from deploy.hosts.scripts import TEMPLATES, render
-from deploy.workflow.release import (
-    ReleaseFile,
-    matching_wheels,
-    release_id,
-    runner_wheel_bytes,
-    wheel_tags,
-)
+from deploy.workflow.release import ReleaseFile, release_id, runner_wheel_bytes
 from deploy.workflow.sync import parse_state, plan_sync
+from pi_setup.wheelhouse import matching_wheels, wheel_tags
 from tests.paths import REPO
 
 

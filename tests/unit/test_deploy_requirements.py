@@ -9,7 +9,8 @@ import zipfile
 
 from deploy.hosts.facts import parse_facts
 from deploy.hosts.scripts import render
-from deploy.workflow.push import missing_requirements, wheel_requirements
+from deploy.workflow.push import missing_requirements
+from pi_setup.wheelhouse import wheel_requirements
 
 ORT_WHEEL = "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.paths import REPO_ROOT
-from pi_setup import ort
+from pi_setup import ort, wheelhouse
 from pi_setup.errors import WheelError
 from tests.fixtures.fake_ort_wheel import NAME, serve_fixture_wheel, wheel_bytes
 
@@ -218,9 +218,9 @@ def test_record_sha256_keeps_comments(tmp_path):
 def test_host_requirements(tmp_path):
     path = tmp_path / NAME
     path.write_bytes(DATA)
-    assert ort.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
-    assert ort.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
-    assert ort.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
+    assert wheelhouse.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
+    assert wheelhouse.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
+    assert wheelhouse.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
 
 
 def test_cli_mirror_from_config_file(server, tmp_path):
