@@ -1013,8 +1013,8 @@ def remote_bench(
     """
     from pathlib import Path
 
-    from deploy.results.report import RESULTS_DIR
-    from deploy.results.sweep import parse_sweep
+    from deploy.paths import RESULTS_DIR
+    from deploy.results.sections.sweep import parse_sweep
     from deploy.workflow.remote_bench import BenchOptions
     from deploy.workflow.remote_bench import remote_bench as run_bench
     from retinaface.bench import check_variants
@@ -1075,9 +1075,11 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
     """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
     from pathlib import Path
 
-    from deploy.results.report import compare as compare_runs
-    from deploy.results.report import latest_results, load_results, render_reports, write_atomic
-    from deploy.results.sweep import parse_sweep, study_table
+    from deploy.results.compare import compare as compare_runs
+    from deploy.results.model import latest_results, load_results
+    from deploy.results.render import render_reports, write_atomic
+    from deploy.results.sections.sweep import parse_sweep
+    from deploy.results.study import study_table
 
     folder = latest_results() if results_dir == "latest" else results_dir
     if style not in ("tables", "study"):

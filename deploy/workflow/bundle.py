@@ -44,7 +44,7 @@ HOST_SCRIPTS = (
     "deploy_layout.inc.j2",  # included by the state, link and activate scripts
     "bundle_unpack.sh.j2",
 )
-FILTER_PLUGIN = '''"""The `shq` filter of retinaface-pi's templates (deploy/render.py): quote for bash."""
+FILTER_PLUGIN = '''"""The `shq` filter of retinaface-pi's templates (deploy/hosts/scripts.py): quote for bash."""
 
 import shlex
 

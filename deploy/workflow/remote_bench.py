@@ -23,13 +23,9 @@ from deploy.hosts.facts import gather_facts
 from deploy.hosts.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
 from deploy.hosts.inventory import load_inventory
 from deploy.hosts.scripts import render
-from deploy.results.report import (
-    RESULTS_DIR,
-    ReportFiles,
-    load_result,
-    render_reports,
-    write_atomic,
-)
+from deploy.paths import RESULTS_DIR
+from deploy.results.model import load_result
+from deploy.results.render import ReportFiles, render_reports, write_atomic
 from deploy.results.schema import read_bench
 from deploy.workflow.commands import log_dir_for
 from deploy.workflow.push import deploy_host

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.results.report import load_result
+from deploy.results.model import load_result
 from deploy.workflow.remote_bench import BenchOptions, remote_bench, run_remote_bench
 from retinaface.bench import STAGES, STATS
 from tests.paths import REPO
@@ -47,7 +47,7 @@ def test_group_of_two_hosts_one_comparison_table(lab, models_dir, tmp_path):
     assert run.results_dir.parent == tmp_path / "results"
     for name in ("pi-a", "pi-b"):
         path = run.results_dir / name / "bench.json"
-        result = load_result(path)  # the schema check of deploy.results.report
+        result = load_result(path)  # the schema check of deploy.results.model
         data = result.data
         assert data["inventory_host"] == name and data["deploy"]["deployed"] is True
         assert data["config"]["size"] == [320, 240] and data["config"]["runs"] == 2

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import DeployError
-from deploy.results.report import load_results, render_tables
+from deploy.results.model import load_results
+from deploy.results.render import render_tables
 from tests.paths import REPO
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

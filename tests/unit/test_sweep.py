@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.results.report import HostResult, load_result, render_tables
-from deploy.results.sweep import best_lines, cells, parse_sweep, study_table, sweep_section
+from deploy.results.model import HostResult, load_result
+from deploy.results.render import render_tables
+from deploy.results.sections.sweep import best_lines, cells, parse_sweep, sweep_section
+from deploy.results.study import study_table
 from retinaface import telemetry
 from retinaface.bench import BenchConfig, run_bench
 from retinaface.detector import Detector
