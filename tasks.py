@@ -14,7 +14,7 @@ from invoke import Exit
 from invoke.exceptions import ParseError
 from invoke.parser import Argument
 
-from deploy.console import SafeStream, safe_text
+from deploy.console import SafeStream, bench_bars, byte_bar, byte_bars, safe_text
 from deploy.errors import DeployError, InventoryError
 from pi_setup.errors import EmulatorError, WheelError
 from retinaface.errors import ModelError
@@ -384,34 +384,6 @@ INVENTORY_HELP = (
 FORKS_HELP = "how many hosts to work on at once (default 10, as Ansible)"
 
 
-def _tqdm_progress():
-    """progress_for(host) → callable(done, total) drawing one tqdm byte bar per host."""
-    import threading
-
-    from tqdm import tqdm
-
-    bars, done_hosts, lock = {}, set(), threading.Lock()
-
-    def progress_for(host):
-        def update(done, total):
-            with lock:
-                if host in done_hosts or total == 0:
-                    return
-                bar = bars.get(host)
-                if bar is None:
-                    bar = bars[host] = tqdm(
-                        total=total, desc=host, unit="B", unit_scale=True, position=len(bars)
-                    )
-                bar.update(done - bar.n)
-                if done >= total:
-                    bar.close()
-                    done_hosts.add(host)
-
-        return update
-
-    return progress_for
-
-
 @task(
     help={
         "host": HOST_HELP,
@@ -485,7 +457,7 @@ def deploy(c, host=None, check=False, inventory=None, forks=10):
         host,
         inventory,
         check=check,
-        progress_for=None if check else _tqdm_progress(),
+        progress_for=None if check else byte_bars(),
         note=_print_progress,
         forks=forks,
     )
@@ -660,12 +632,6 @@ def _wheel_config(c, key, default=None):
         return default
 
 
-def _byte_bar(desc, total, initial):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, leave=True)
-
-
 @task(
     help={
         "host": "take OS codename, Python and arch from this inventory host's facts (or group/list)",
@@ -713,7 +679,7 @@ def fetch_ort(
         lock_path=Path(lock) if lock else ort.LOCK_PATH,
         dest=Path(wheels_dir) if wheels_dir else ort.WHEELS_DIR,
         mirror=mirror or _wheel_config(c, "mirror"),
-        progress=_byte_bar,
+        progress=byte_bar,
         update_lock=update_lock,
     )
     for item in fetched:
@@ -918,51 +884,6 @@ def setup_pi(c, host=None, check=False, swap_mb=0, inventory=None):
 # --- bench tasks ---
 
 
-def _bench_progress():
-    """progress_for(host) → callable(event) drawing one tqdm bar per host (variants done)."""
-    import threading
-
-    from tqdm import tqdm
-
-    bars, lock = {}, threading.Lock()
-
-    def progress_for(host):
-        def update(event):
-            with lock:
-                bar = bars.get(host)
-                if bar is None:
-                    bar = bars[host] = tqdm(
-                        total=100, desc=host, position=len(bars), bar_format=BENCH_BAR
-                    )
-                stage = event.get("stage")
-                if stage == "bench" and event.get("count"):
-                    phase, done, total = event["phase"], event["done"], event["total"] or 1
-                    part = {"done": 1.0, "skipped": 1.0}.get(phase, 0.0)
-                    if phase == "warmup":
-                        part = 0.1 * min(1.0, done / total)
-                    elif phase == "timed":
-                        part = 0.1 + 0.9 * min(1.0, done / total)
-                    pct = int(100 * (event["index"] + part) / event["count"])
-                    if isinstance(event.get("overall"), (int, float)):
-                        pct = int(100 * min(1.0, max(0.0, float(event["overall"]))))
-                    bar.update(max(0, pct - bar.n))
-                    count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
-                    bar.set_postfix_str(safe_text(f"{event['variant']} {phase}{count}"))
-                elif stage == "done":
-                    bar.update(100 - bar.n)
-                    bar.set_postfix_str("done")
-                    bar.close()
-                else:
-                    bar.set_postfix_str(stage or "")
-
-        return update
-
-    return progress_for
-
-
-BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
-
-
 @task(
     help={
         "host": HOST_HELP,
@@ -1045,7 +966,7 @@ def remote_bench(
         inventory,
         options,
         out_root=Path(out) if out else RESULTS_DIR,
-        progress_for=_bench_progress(),
+        progress_for=bench_bars(),
         note=_print_progress,
         forks=forks,
         target_fps=fps,

@@ -594,7 +594,7 @@ def key_is_encrypted(path: Path) -> bool:
     return cipher != b"none"
 
 
-def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
+def connect_error(host: Host, conn, error: BaseException) -> DeployError:
     """Translate what Paramiko raised while connecting into one clear error."""
     import paramiko
 
@@ -692,7 +692,7 @@ def open_host(
         conn.open()
     except (paramiko.SSHException, OSError, EOFError) as error:
         conn.close()
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     conn.transport.set_keepalive(KEEPALIVE)
     return SSHConnection(host, conn, command_timeout, log)
 

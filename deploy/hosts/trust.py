@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from deploy.errors import DeployError
-from deploy.hosts.connection import CONNECT_TIMEOUT, _connect_error, fabric_connection, fingerprint
+from deploy.hosts.connection import CONNECT_TIMEOUT, connect_error, fabric_connection, fingerprint
 from deploy.hosts.errors import ChangedHostKeyError
 from deploy.hosts.inventory import Host
 from deploy.paths import known_hosts_files, project_known_hosts
@@ -56,7 +56,7 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
             sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as error:
         _close_gateway(conn)
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout
@@ -70,7 +70,7 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as error:
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     finally:
         transport.close()
         _close_gateway(conn)

@@ -110,7 +110,7 @@ class BenchRun:
         return self.fleet.exit_code
 
 
-def _signal_name(rc: int) -> str:
+def signal_name(rc: int) -> str:
     if rc > 128:
         try:
             return f"killed by signal {rc - 128} ({signal.Signals(rc - 128).name})"
@@ -230,7 +230,7 @@ def run_remote_bench(
     if state["rc"] != 0:
         stderr = _tail(conn, f"{run_dir}/stderr.log")
         raise DeployError(
-            f"{conn.host.name}: the runner failed ({_signal_name(state['rc'])}); "
+            f"{conn.host.name}: the runner failed ({signal_name(state['rc'])}); "
             f"stderr:\n{stderr or '(empty)'}\n(run directory {run_dir} kept on the host)"
         )
     return f"{run_dir}/bench.json"

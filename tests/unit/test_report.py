@@ -19,7 +19,7 @@ from deploy.results.compare import compare
 from deploy.results.model import load_results
 from deploy.results.render import render_reports, render_tables
 from deploy.results.sections.tables import facts_table
-from deploy.workflow.remote_bench import BenchOptions, _signal_name, new_stamp, parse_poll
+from deploy.workflow.remote_bench import BenchOptions, new_stamp, parse_poll, signal_name
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RESULTS = GOLDEN / "bench-runs"  # two recorded bench.json: a real run here and a test fixture
@@ -274,9 +274,9 @@ def test_parse_poll_and_exit_names():
         "alive": False,
     }
     assert parse_poll("alive yes\n") == {"progress": None, "rc": None, "alive": True}
-    assert _signal_name(139) == "killed by signal 11 (SIGSEGV)"
-    assert _signal_name(137) == "killed by signal 9 (SIGKILL)"
-    assert _signal_name(1) == "exit 1"
+    assert signal_name(139) == "killed by signal 11 (SIGSEGV)"
+    assert signal_name(137) == "killed by signal 9 (SIGKILL)"
+    assert signal_name(1) == "exit 1"
 
 
 def test_new_stamp_never_reuses_a_folder(tmp_path):
