@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import re
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Callable, Iterable, Optional
 from deploy.errors import DeployError
 from deploy.paths import MODELS_DIR, PROBE_IMAGE, REPO_ROOT, RUNNER_BUILD_DIR, WHEELS_DIR
 from pi_setup.wheelhouse import matching_wheels
-from retinaface.files import sha256_file
+from retinaface.files import sha256_file, write_atomic
 
 RUNNER_DIST = "retinaface_pi_runner"
 RUNNER_VERSION = "0.1.0"
@@ -174,10 +172,7 @@ def build_runner_wheel(
     path = folder / name
     if path.is_file() and path.read_bytes() == data:
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return path
 
 
