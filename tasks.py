@@ -14,8 +14,8 @@ from invoke import Exit
 from invoke.exceptions import ParseError
 from invoke.parser import Argument
 
+from deploy.console import SafeStream, bench_bars, byte_bar, byte_bars, safe_text
 from deploy.errors import DeployError, InventoryError
-from deploy.terminal import SafeStream, safe_text
 from pi_setup.errors import EmulatorError, WheelError
 from retinaface.errors import ModelError
 
@@ -403,34 +403,6 @@ INVENTORY_HELP = (
 FORKS_HELP = "how many hosts to work on at once (default 10, as Ansible)"
 
 
-def _tqdm_progress():
-    """progress_for(host) → callable(done, total) drawing one tqdm byte bar per host."""
-    import threading
-
-    from tqdm import tqdm
-
-    bars, done_hosts, lock = {}, set(), threading.Lock()
-
-    def progress_for(host):
-        def update(done, total):
-            with lock:
-                if host in done_hosts or total == 0:
-                    return
-                bar = bars.get(host)
-                if bar is None:
-                    bar = bars[host] = tqdm(
-                        total=total, desc=host, unit="B", unit_scale=True, position=len(bars)
-                    )
-                bar.update(done - bar.n)
-                if done >= total:
-                    bar.close()
-                    done_hosts.add(host)
-
-        return update
-
-    return progress_for
-
-
 @task(
     help={
         "host": HOST_HELP,
@@ -441,7 +413,7 @@ def _tqdm_progress():
 @user_errors
 def trust_host(c, host=None, yes=False, inventory=None):
     """Show a host's SSH key fingerprint and record it in the project known_hosts on confirmation."""
-    from deploy.commands import trust
+    from deploy.workflow.commands import trust
 
     def confirm(result):
         print(f"{result.host}: {result.key_name} presents {result.key_type} {result.fingerprint}")
@@ -464,7 +436,7 @@ def trust_host(c, host=None, yes=False, inventory=None):
 def hosts(c, host=None, inventory=None):
     """List the hosts an inventory resolves to, without connecting: name, address, port, user,
     connection, groups (`-`: ssh's default, from ~/.ssh/config or 22)."""
-    from deploy.commands import host_table, list_hosts
+    from deploy.workflow.commands import host_table, list_hosts
 
     for line in host_table(list_hosts(host, inventory)):
         print(line)
@@ -474,7 +446,7 @@ def hosts(c, host=None, inventory=None):
 @user_errors
 def facts(c, host=None, inventory=None, forks=10):
     """Probe hosts: arch, OS, Python and wheel tag, RAM, free disk, Pi model, temperature."""
-    from deploy.commands import facts as gather
+    from deploy.workflow.commands import facts as gather
 
     result = gather(host, inventory, forks=forks)
     for report in result.reports:
@@ -498,13 +470,13 @@ def facts(c, host=None, inventory=None, forks=10):
 @user_errors
 def deploy(c, host=None, check=False, inventory=None, forks=10):
     """Deploy models, the runner and matching wheels to hosts (releases + atomic `current`)."""
-    from deploy.commands import deploy as run_deploy
+    from deploy.workflow.commands import deploy as run_deploy
 
     result = run_deploy(
         host,
         inventory,
         check=check,
-        progress_for=None if check else _tqdm_progress(),
+        progress_for=None if check else byte_bars(),
         note=_print_progress,
         forks=forks,
     )
@@ -528,8 +500,8 @@ def deploy(c, host=None, check=False, inventory=None, forks=10):
 def bundle(c, host=None, tags=None, out=None, inventory=None):
     """Write the release as an Ansible bundle: archive, SHA256SUMS and a playbook that deploys it
     the way `invoke deploy` does (for ansible-playbook / AWX on large fleets)."""
-    from deploy.commands import bundle as make_bundle
-    from deploy.hostkeys import project_known_hosts
+    from deploy.paths import project_known_hosts
+    from deploy.workflow.commands import bundle as make_bundle
 
     result = make_bundle(host, tags, inventory, out, note=_print_progress)
     print(f"release {result.release_id}: {result.files} files, {result.bytes:,} bytes")
@@ -578,8 +550,8 @@ def service(
     inventory=None,
 ):
     """The live stream as a systemd service on the hosts: install, start, stop, status, logs."""
-    from deploy.commands import service as run_service
-    from deploy.service import ACTIONS, StreamSettings
+    from deploy.workflow.commands import service as run_service
+    from deploy.workflow.service import ACTIONS, StreamSettings
 
     if action not in ACTIONS:
         raise Exit(f"error: unknown action {action!r}: choose one of {', '.join(ACTIONS)}", code=1)
@@ -679,12 +651,6 @@ def _wheel_config(c, key, default=None):
         return default
 
 
-def _byte_bar(desc, total, initial):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, leave=True)
-
-
 @task(
     help={
         "host": "take OS codename, Python and arch from this inventory host's facts (or group/list)",
@@ -715,7 +681,7 @@ def fetch_ort(
     """Download the onnxruntime armv7l wheel into wheels/, verified against wheels/lock.yaml."""
     from pathlib import Path
 
-    from pi_setup import ort
+    from pi_setup import ort, wheelhouse
     from pi_setup.errors import WheelError
 
     if host and (os or python):
@@ -732,7 +698,7 @@ def fetch_ort(
         lock_path=Path(lock) if lock else ort.LOCK_PATH,
         dest=Path(wheels_dir) if wheels_dir else ort.WHEELS_DIR,
         mirror=mirror or _wheel_config(c, "mirror"),
-        progress=_byte_bar,
+        progress=byte_bar,
         update_lock=update_lock,
     )
     for item in fetched:
@@ -742,7 +708,7 @@ def fetch_ort(
         print(f"  sha256 {item.result.sha256}; blob SHA-1 matches the lock")
         if item.lock_updated:
             print(f"  recorded sha256 and size in {lock or ort.LOCK_PATH}")
-    pip, apt = ort.host_requirements(fetched[0].result.path) if fetched else ([], [])
+    pip, apt = wheelhouse.host_requirements(fetched[0].result.path) if fetched else ([], [])
     if pip or apt:
         print(
             f"deploy installs it with: {' '.join(pip)} (the host's own, or a wheel for its tag in "
@@ -937,51 +903,6 @@ def setup_pi(c, host=None, check=False, swap_mb=0, inventory=None):
 # --- bench tasks ---
 
 
-def _bench_progress():
-    """progress_for(host) → callable(event) drawing one tqdm bar per host (variants done)."""
-    import threading
-
-    from tqdm import tqdm
-
-    bars, lock = {}, threading.Lock()
-
-    def progress_for(host):
-        def update(event):
-            with lock:
-                bar = bars.get(host)
-                if bar is None:
-                    bar = bars[host] = tqdm(
-                        total=100, desc=host, position=len(bars), bar_format=BENCH_BAR
-                    )
-                stage = event.get("stage")
-                if stage == "bench" and event.get("count"):
-                    phase, done, total = event["phase"], event["done"], event["total"] or 1
-                    part = {"done": 1.0, "skipped": 1.0}.get(phase, 0.0)
-                    if phase == "warmup":
-                        part = 0.1 * min(1.0, done / total)
-                    elif phase == "timed":
-                        part = 0.1 + 0.9 * min(1.0, done / total)
-                    pct = int(100 * (event["index"] + part) / event["count"])
-                    if isinstance(event.get("overall"), (int, float)):
-                        pct = int(100 * min(1.0, max(0.0, float(event["overall"]))))
-                    bar.update(max(0, pct - bar.n))
-                    count = f" {done}/{total}" if phase in ("warmup", "timed") else ""
-                    bar.set_postfix_str(safe_text(f"{event['variant']} {phase}{count}"))
-                elif stage == "done":
-                    bar.update(100 - bar.n)
-                    bar.set_postfix_str("done")
-                    bar.close()
-                else:
-                    bar.set_postfix_str(stage or "")
-
-        return update
-
-    return progress_for
-
-
-BENCH_BAR = "{desc:>12} {percentage:3.0f}%|{bar:30}| {elapsed}{postfix}"
-
-
 @task(
     help={
         "host": HOST_HELP,
@@ -1032,10 +953,10 @@ def remote_bench(
     """
     from pathlib import Path
 
-    from deploy.bench import BenchOptions
-    from deploy.bench import remote_bench as run_bench
-    from deploy.report import RESULTS_DIR
-    from deploy.sweep import parse_sweep
+    from deploy.paths import RESULTS_DIR
+    from deploy.results.sections.sweep import parse_sweep
+    from deploy.workflow.remote_bench import BenchOptions
+    from deploy.workflow.remote_bench import remote_bench as run_bench
     from retinaface.names import check_variants
 
     sizes, thread_counts, fps = parse_sweep(size, threads, target_fps)
@@ -1064,7 +985,7 @@ def remote_bench(
         inventory,
         options,
         out_root=Path(out) if out else RESULTS_DIR,
-        progress_for=_bench_progress(),
+        progress_for=bench_bars(),
         note=_print_progress,
         forks=forks,
         target_fps=fps,
@@ -1094,9 +1015,11 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
     """Render table.md, table.csv and report.html of a benchmark run again; compare two runs."""
     from pathlib import Path
 
-    from deploy.report import compare as compare_runs
-    from deploy.report import latest_results, load_results, render_reports, write_atomic
-    from deploy.sweep import parse_sweep, study_table
+    from deploy.results.compare import compare as compare_runs
+    from deploy.results.model import latest_results, load_results
+    from deploy.results.render import render_reports, write_atomic
+    from deploy.results.sections.sweep import parse_sweep
+    from deploy.results.study import study_table
 
     folder = latest_results() if results_dir == "latest" else results_dir
     if style not in ("tables", "study"):

@@ -19,20 +19,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import jinja2
-
-from deploy.render import add_shell_filters
+from deploy.hosts.scripts import environment
+from deploy.paths import WHEELS_DIR
 from pi_setup import wheel_gate
 from pi_setup.errors import WheelError
+from pi_setup.setup_pi import SWAPFILE
 from retinaface.files import sha256_file, write_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO_ROOT / "templates"
-WHEELS_DIR = REPO_ROOT / "wheels"
 MANIFEST_NAME = "manifest.json"
 DEFAULT_WORK_DIR = "~/retinaface-pi-build"
 DEFAULT_JOBS = 2
-SWAPFILE = "/var/swap.retinaface-pi"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # A plain wheel file name (PEP 427 characters only): never a path, never `..`.
 WHEEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.whl$")
@@ -219,19 +215,6 @@ def make_plan(
     )
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        # bash's ${#array[@]} would open a Jinja comment: use {## ... ##} for those.
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
-    return add_shell_filters(env)
-
-
 def render_script(plan: BuildPlan) -> str:
     """The bash recipe for this plan (templates/build_wheels.sh.j2)."""
     apt: List[str] = []
@@ -240,7 +223,7 @@ def render_script(plan: BuildPlan) -> str:
             apt.append(package)
     arch_note = "emulated armv7l: NEON flags forced" if plan.emulated else "native"
     return (
-        _environment()
+        environment()
         .get_template("build_wheels.sh.j2")
         .render(
             packages=plan.packages,
@@ -756,8 +739,8 @@ def parse_sources(text: Optional[str], names: Sequence[str]) -> Dict[str, str]:
 
 def open_builder(name: str, inventory: Optional[str] = None):
     """A host connection to the one builder named in the inventory."""
-    from deploy.connection import open_host
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.inventory import load_inventory
 
     hosts = load_inventory(inventory).select(name)
     if len(hosts) != 1:
@@ -766,8 +749,8 @@ def open_builder(name: str, inventory: Optional[str] = None):
 
 
 def builder_facts(conn) -> Dict[str, Any]:
-    """The builder's facts for the manifest (deploy.facts, without the long tag list)."""
-    from deploy.facts import gather_facts
+    """The builder's facts for the manifest (deploy.hosts.facts, without the long tag list)."""
+    from deploy.hosts.facts import gather_facts
 
     facts = asdict(gather_facts(conn))
     facts.pop("tags", None)
@@ -903,7 +886,7 @@ def recipe_facts(
 ) -> RecipeFacts:
     """Facts for --print-script: flags first, then the builder's probe if it answers, then what
     the inventory declares, then ASSUMED_FACTS. Reading a recipe never needs a reachable Pi."""
-    from deploy.errors import UnreachableError
+    from deploy.hosts.errors import UnreachableError
 
     if os_codename is not None and not re.match(r"^[a-z]+$", os_codename):
         raise WheelError(f"--os {os_codename!r}: expected a Debian codename such as bullseye")
@@ -951,7 +934,7 @@ def describe_facts(facts: RecipeFacts) -> str:
 
 def _declared_python(builder: str, inventory: Optional[str]) -> Optional[str]:
     """The interpreter the inventory names for the builder (`python:`), if not the default."""
-    from deploy.inventory import load_inventory
+    from deploy.hosts.inventory import load_inventory
 
     hosts = load_inventory(inventory).select(builder)
     declared = hosts[0].python if len(hosts) == 1 else None

@@ -13,7 +13,6 @@ self-check run against the emulated root filesystem of the target's release).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -26,10 +25,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from deploy.hostkeys import cache_dir
+from deploy.hosts.scripts import environment
+from deploy.paths import cache_dir
 from pi_setup import build_wheels as bw
-from pi_setup import emulator, wheel_gate
+from pi_setup import wheel_gate
 from pi_setup.errors import EmulatorError, WheelError
+from pi_setup.rootfs import (
+    CHROOT_ENV,
+    checked_tree,
+    compressor,
+    extract_tarball,
+    in_namespace,
+    mirror_url,
+    private_subdir,
+    rmtree,
+    run_logged,
+    save_tarball,
+    secure_dir,
+    write_file,
+)
+from pi_setup.rootfs import check_disk as check_free_disk
+from pi_setup.rootfs import locked as lock_file
 from retinaface.files import sha256_file
 
 Progress = Callable[[str], None]
@@ -203,7 +219,7 @@ def _with(base: CrossPackage, version, spec, requirements, origin) -> CrossPacka
 def render_build_script(plan: CrossPlan) -> str:
     """The script run in the build root (templates/cross_build.sh.j2)."""
     return (
-        bw._environment()
+        environment()
         .get_template("cross_build.sh.j2")
         .render(
             packages=plan.packages,
@@ -220,7 +236,7 @@ def render_build_script(plan: CrossPlan) -> str:
 def render_root_script(target: CrossTarget) -> str:
     """The script that turns a fresh debootstrap into the build root (templates/cross_root.sh.j2)."""
     return (
-        bw._environment()
+        environment()
         .get_template("cross_root.sh.j2")
         .render(
             release=target.release,
@@ -245,6 +261,20 @@ def cross_root() -> Path:
     """Where build roots live: $RETINAFACE_PI_CROSS_ROOT or /var/tmp/retinaface-pi/cross."""
     override = os.environ.get("RETINAFACE_PI_CROSS_ROOT")
     return Path(override) if override else Path("/var/tmp/retinaface-pi/cross")
+
+
+STATE_WHAT = "the cross-build state, RETINAFACE_PI_CROSS_ROOT"
+
+
+def _state(target: CrossTarget) -> Dict[str, Path]:
+    """The target's folders, after the emulator's checks (pi_setup.rootfs): the state root and
+    every folder on the way real directories of root or us, not writable by other users; the
+    target's folder ours and 0700. Another local user cannot plant a lock or a build root."""
+    try:
+        private_subdir(secure_dir(cross_root(), STATE_WHAT), target.name, STATE_WHAT)
+    except EmulatorError as error:
+        raise WheelError(str(error)) from None
+    return _dirs(target)
 
 
 def _dirs(target: CrossTarget) -> Dict[str, Path]:
@@ -277,29 +307,37 @@ def cache_key(target: CrossTarget) -> str:
 
 def tarball_path(target: CrossTarget) -> Path:
     """The cached build root: cache_dir()/cross/<target>-<key>.tar.zst (or .tar.gz)."""
-    suffix = emulator._compressor()[0]
+    suffix = compressor()[0]
     return cache_dir() / "cross" / f"{target.name}-{cache_key(target)}{suffix}"
 
 
 def root_ready(target: CrossTarget) -> bool:
+    """True when the target's build root is one we made for today's cache key. The stamp alone
+    proves nothing (its content is public): the root must also pass rootfs.checked_tree, a real
+    directory of ours in the checked state folder."""
+    dirs = _state(target)
     try:
-        stamp = (_dirs(target)["root"] / ROOT_STAMP).read_text().strip()
+        if checked_tree(dirs["root"], dirs["base"], "the cross build root") is None:
+            return False
+    except EmulatorError as error:
+        raise WheelError(str(error)) from None
+    try:
+        stamp = (dirs["root"] / ROOT_STAMP).read_text().strip()
     except OSError:
         return False
     return stamp == cache_key(target)
 
 
 @contextlib.contextmanager
-def _locked(target: CrossTarget) -> Iterator[None]:
-    """One build (or build-root creation) per target at a time."""
-    lock = _dirs(target)["lock"]
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def locked(target: CrossTarget) -> Iterator[None]:
+    """One build (or build-root creation) per target at a time: rootfs.locked (never through a
+    symlink, never truncating, ours) in the checked state folder."""
+    with contextlib.ExitStack() as stack:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            stack.enter_context(lock_file(_state(target)["lock"]))
+        except EmulatorError as error:
+            raise WheelError(str(error)) from None
+        yield
 
 
 def _check_root_user() -> None:
@@ -325,12 +363,12 @@ def _refresh_network_files(root: Path) -> None:
 
 
 def _chroot(root: Path, argv: List[str]) -> List[str]:
-    return emulator._in_namespace(root, "cross-build", argv)
+    return in_namespace(root, "cross-build", argv)
 
 
 def chroot_env() -> Dict[str, str]:
     """A clean environment for the build root: nothing of the caller's (PIP_*, CC, …) leaks in."""
-    return {**emulator.CHROOT_ENV, "PIP_CERT": HOST_CA_IN_ROOT}
+    return {**CHROOT_ENV, "PIP_CERT": HOST_CA_IN_ROOT}
 
 
 def ensure_build_root(target: CrossTarget, progress: Progress = lambda _m: None) -> str:
@@ -342,11 +380,11 @@ def ensure_build_root(target: CrossTarget, progress: Progress = lambda _m: None)
     tarball = tarball_path(target)
     try:
         if tarball.exists():
-            emulator._check_disk(cross_root(), BUILD_BYTES // 2)
+            _check_disk(BUILD_BYTES // 2)
             progress(f"restoring the {target.name} build root from {tarball}")
             _restore(target, tarball)
             return "restored"
-        emulator._check_disk(cross_root(), BUILD_BYTES)
+        _check_disk(BUILD_BYTES)
         if not shutil.which("debootstrap"):
             raise WheelError(
                 f"no cached build root ({tarball}) and no debootstrap to make one: "
@@ -359,25 +397,25 @@ def ensure_build_root(target: CrossTarget, progress: Progress = lambda _m: None)
         raise WheelError(str(error)) from None
 
 
+def _check_disk(need: int) -> None:
+    check_free_disk(
+        cross_root(), need, "the cross build root",
+        "free some space or point RETINAFACE_PI_CROSS_ROOT / RETINAFACE_PI_CACHE at a larger disk",
+    )  # fmt: skip
+
+
 def prepare(name: str = DEFAULT_TARGET, progress: Progress = lambda _m: None) -> str:
     """Make the target's build root ready (see ensure_build_root) under its lock."""
     target = target_of(name)
-    with _locked(target):
+    with locked(target):
         return ensure_build_root(target, progress)
 
 
 def _restore(target: CrossTarget, tarball: Path) -> None:
     dirs = _dirs(target)
     tmp = dirs["base"] / "root.restoring"
-    emulator._rmtree(tmp)
-    tmp.mkdir(parents=True)
-    decompress = "zstd -q -d -c" if tarball.suffix == ".zst" else "gzip -d -c"
-    script = (
-        f"set -o pipefail; {decompress} {emulator._q(tarball)} | "
-        f"tar -x --numeric-owner -p -C {emulator._q(tmp)} -f -"
-    )
-    emulator._run_logged(["bash", "-c", script], dirs["log"], emulator.TAR_TIMEOUT, "restore")
-    emulator._rmtree(dirs["root"])
+    extract_tarball(tarball, tmp, dirs["log"], "restore")
+    rmtree(dirs["root"])
     os.replace(tmp, dirs["root"])
 
 
@@ -386,7 +424,7 @@ def _build_root(target: CrossTarget, progress: Progress) -> None:
     log, work = dirs["log"], dirs["build"]
     dirs["base"].mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    mirror = emulator.mirror_url()
+    mirror = mirror_url()
     started = time.monotonic()
 
     def stage(message: str) -> None:
@@ -397,23 +435,23 @@ def _build_root(target: CrossTarget, progress: Progress) -> None:
     if bootstrapped.is_file() and bootstrapped.read_text().strip() == target.release:
         stage(f"keeping the debootstrapped {target.release} tree in {work}")
     else:
-        emulator._rmtree(work)
+        rmtree(work)
         stage(f"debootstrap {target.release} amd64 (minbase) from {mirror}")
-        emulator._run_logged(
+        run_logged(
             ["debootstrap", "--arch=amd64", "--variant=minbase", target.release, str(work), mirror],
             log, DEBOOTSTRAP_TIMEOUT, f"debootstrap of the {target.name} build root",
         )  # fmt: skip
         bootstrapped.write_text(target.release + "\n")
     # No services start in the root; apt installs no recommends.
-    emulator._atomic_write(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
-    emulator._atomic_write(
+    write_file(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
+    write_file(
         work / "etc/apt/apt.conf.d/90retinaface-pi",
         'APT::Install-Recommends "false";\nAcquire::Languages "none";\n',
     )
     _refresh_network_files(work)
-    emulator._atomic_write(work / "tmp/cross-root.sh", render_root_script(target), 0o755)
+    write_file(work / "tmp/cross-root.sh", render_root_script(target), 0o755)
     stage("apt: crossbuild-essential-armhf, python3.9 headers; crossenv " + CROSSENV_VERSION)
-    emulator._run_logged(
+    run_logged(
         _chroot(work, ["/bin/bash", "/tmp/cross-root.sh"]),
         log, SETUP_TIMEOUT, f"setting up the {target.name} build root", env=chroot_env(),
     )  # fmt: skip
@@ -424,19 +462,11 @@ def _build_root(target: CrossTarget, progress: Progress) -> None:
 
     tarball = tarball_path(target)
     stage(f"caching the build root as {tarball}")
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tarball.with_name(tarball.name + ".part")
-    compress = " ".join(emulator._compressor()[1])
-    script = (
-        f"set -o pipefail; tar -c --numeric-owner -C {emulator._q(work)} -f - . "
-        f"| {compress} > {emulator._q(tmp)}"
-    )
-    emulator._run_logged(["bash", "-c", script], log, emulator.TAR_TIMEOUT, f"writing {tarball}")
-    os.replace(tmp, tarball)
+    save_tarball(work, tarball, log)
     for old in tarball.parent.glob(f"{target.name}-*.tar.*"):
         if old != tarball and not old.name.endswith(".part"):
             old.unlink()
-    emulator._rmtree(dirs["root"])
+    rmtree(dirs["root"])
     os.replace(work, dirs["root"])
     stage(f"{target.name} build root ready")
 
@@ -473,7 +503,7 @@ def _stage_sources(plan: CrossPlan, root: Path, source: Optional[str]) -> CrossP
     from dataclasses import replace
 
     work = root / WORK_IN_ROOT.lstrip("/")
-    emulator._rmtree(work)
+    rmtree(work)
     (work / "src").mkdir(parents=True)
     staged = []
     for package in plan.packages:
@@ -577,7 +607,7 @@ def compile_wheels(
     chosen = plan.target
     dirs = _dirs(chosen)
     started = time.monotonic()
-    with _locked(chosen):
+    with locked(chosen):
         how = ensure_build_root(chosen, progress)
         progress(f"build root {dirs['root']}: {how} ({time.monotonic() - started:.0f} s)")
         root = dirs["root"]

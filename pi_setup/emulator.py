@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +23,28 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
-from deploy.hostkeys import cache_dir, project_known_hosts
+from deploy.hosts.trust import record_own_host_key
+from deploy.paths import cache_dir
 from pi_setup.errors import EmulatorError
+from pi_setup.rootfs import (
+    CHROOT_ENV,
+    checked_tree,
+    compressor,
+    extract_tarball,
+    in_namespace,
+    mirror_url,
+    private_subdir,
+    rmtree,
+    run_logged,
+    save_tarball,
+    secure_dir,
+    tail,
+    write_file,
+)
+from pi_setup.rootfs import check_disk as check_free_disk
+from pi_setup.rootfs import locked as lock_file
 
 # Bump when the way a root filesystem is built changes, so old caches are not reused.
 FORMAT_VERSION = 1
@@ -41,29 +58,11 @@ RESTORE_BYTES = 2 * 1024**3
 
 DEBOOTSTRAP_TIMEOUT = 45 * 60
 APT_TIMEOUT = 45 * 60
-TAR_TIMEOUT = 15 * 60
 SSHD_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
 # Runs a command chrooted in ROOT inside the (already private) mount and UTS namespace that
 # `unshare` made for it: the mounts and the host name vanish with the last process.
-NAMESPACE_SCRIPT = r"""set -euo pipefail
-root=$1; name=$2; shift 2
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --rbind /dev "$root/dev"
-hostname "$name"
-exec chroot "$root" "$@"
-"""
-
-CHROOT_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LC_ALL": "C",
-    "LANG": "C",
-    "HOME": "/root",
-    "DEBIAN_FRONTEND": "noninteractive",
-}
-
 
 @dataclass(frozen=True)
 class Release:
@@ -150,85 +149,34 @@ def cache_key(release: Release) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _compressor() -> tuple:
-    """(suffix, compress argv, decompress argv): zstd when installed, else gzip."""
-    if shutil.which("zstd"):
-        return ".tar.zst", ["zstd", "-q", "-T0", "-3"], ["zstd", "-q", "-d", "-c"]
-    return ".tar.gz", ["gzip", "-1"], ["gzip", "-d", "-c"]
-
 
 def tarball_path(release: Release) -> Path:
     """The cached root filesystem of RELEASE for the current cache key."""
-    suffix = _compressor()[0]
+    suffix = compressor()[0]
     return emu_cache_dir() / f"{release.name}-{cache_key(release)}{suffix}"
 
 
+STATE_WHAT = "the emulator's state, RETINAFACE_PI_EMU_ROOT"
+
+
 def secure_state_root(create: bool = True) -> Path:
-    """The state root, checked: every component a real directory (no symlink) owned by root or
-    us and not writable by others (a sticky one such as /var/tmp excepted); the root itself made
-    0700 when ours. Missing components are made 0700 when `create`. Another local user must not be able
-    to redirect, pre-create or fill the place where root chroots, chowns and kills."""
-    root = Path(os.path.abspath(state_root()))
-    me = os.geteuid()
-    current = Path("/")
-    for part in root.parts[1:]:
-        current = current / part
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            if not create:
-                return root
-            os.mkdir(current, 0o700)
-            st = os.lstat(current)
-        _check_component(current, st, me)
-    if st.st_uid == me and stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(root, 0o700)  # ours and reached only through checked directories
-    return root
-
-
-def _check_component(path: Path, st: os.stat_result, me: int) -> None:
-    where = f"{path} (on the way to the emulator's state, RETINAFACE_PI_EMU_ROOT)"
-    if stat.S_ISLNK(st.st_mode):
-        raise EmulatorError(f"{where}: is a symlink; refusing to follow it")
-    if not stat.S_ISDIR(st.st_mode):
-        raise EmulatorError(f"{where}: is not a directory")
-    if st.st_uid not in (0, me):
-        raise EmulatorError(f"{where}: belongs to uid {st.st_uid}, another user; refusing")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise EmulatorError(f"{where}: other users may write in it (mode {st.st_mode & 0o7777:o})")
+    """The state root, checked by rootfs.secure_dir (no symlink, no other user's or
+    group/other-writable component; the root itself 0700)."""
+    return secure_dir(state_root(), STATE_WHAT, create)
 
 
 def _release_dir(release: Release) -> Path:
     """The checked state root's folder for RELEASE (made 0700 when missing)."""
-    root = secure_state_root(create=True)
-    base = root / release.name
-    try:
-        os.mkdir(base, 0o700)
-    except FileExistsError:
-        pass
-    _check_component(base, os.lstat(base), os.geteuid())
-    return base
+    return private_subdir(secure_state_root(create=True), release.name, STATE_WHAT)
 
 
 def checked_rootfs(release: Release) -> Optional[os.stat_result]:
-    """lstat of the release's rootfs if it is one we may chroot into, None if there is none.
-
-    Refused (EmulatorError): a symlink, anything but a directory, a directory not owned by us,
-    or one that resolves outside the state root.
-    """
+    """lstat of the release's rootfs if it is one we may chroot into, None if there is none
+    (rootfs.checked_tree: a real directory of ours inside the checked state root)."""
     root = secure_state_root(create=False)
-    rootfs = _dirs(release)["rootfs"]
-    try:
-        st = os.lstat(rootfs)
-    except (FileNotFoundError, PermissionError):  # a non-root user cannot look into the state
-        return None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise EmulatorError(f"{rootfs}: the emulator's root filesystem is not a real directory")
-    if st.st_uid not in (0, os.geteuid()):
-        raise EmulatorError(f"{rootfs}: belongs to uid {st.st_uid}, not to us; refusing")
-    if rootfs.resolve().parent != (root / release.name).resolve():
-        raise EmulatorError(f"{rootfs}: resolves outside {root}; refusing")
-    return st
+    return checked_tree(
+        _dirs(release)["rootfs"], root / release.name, "the emulator's root filesystem"
+    )
 
 
 def _dirs(release: Release) -> dict:
@@ -264,15 +212,23 @@ def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = No
     Mounts binfmt_misc and enables qemu-arm when they are only switched off; raises an
     EmulatorError naming the fix otherwise.
     """
-    _check_root()
+    check_root()
     _ensure_binfmt()
     _ensure_qemu_arm()
     _ensure_credentials()
     for path in paths if paths is not None else [state_root(), emu_cache_dir()]:
-        _check_disk(path, need_bytes)
+        check_disk(path, need_bytes)
 
 
-def _check_root(task: str = "emu-up") -> None:
+def check_disk(path: Path, need: int) -> None:
+    """Refuse when PATH's disk has less than NEED bytes free, naming the settings that move it."""
+    check_free_disk(
+        path, need, "the emulated Pi",
+        "free some space or point RETINAFACE_PI_EMU_ROOT / RETINAFACE_PI_CACHE at a larger disk",
+    )  # fmt: skip
+
+
+def check_root(task: str = "emu-up") -> None:
     if os.geteuid() != 0:
         # env PATH keeps a virtual environment's invoke visible under sudo's secure_path.
         raise EmulatorError(
@@ -381,139 +337,16 @@ def _ensure_credentials() -> None:
         ) from None
 
 
-def _check_disk(path: Path, need: int) -> None:
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < need:
-        raise EmulatorError(
-            f"not enough disk for the emulated Pi at {path}: {free / 1e9:.1f} GB free, "
-            f"{need / 1e9:.1f} GB needed; free some space or point "
-            "RETINAFACE_PI_EMU_ROOT / RETINAFACE_PI_CACHE at a larger disk"
-        )
-
 
 # ---------------------------------------------------------------- small helpers
 
 
-def mirror_url(sources: Optional[List[Path]] = None) -> str:
-    """The Debian mirror this machine's apt uses ($RETINAFACE_PI_MIRROR overrides).
 
-    Reads one-line (`deb URL …`) and deb822 (`URIs: URL`) sources; the first URL ending in
-    /debian wins (not -security, not third-party repositories).
-    """
-    override = os.environ.get("RETINAFACE_PI_MIRROR")
-    if override:
-        return override
-    if sources is None:
-        sources = [Path("/etc/apt/sources.list")]
-        sources += sorted(Path("/etc/apt/sources.list.d").glob("*"))
-    for path in sources:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for match in re.finditer(r"(?:^URIs:|^deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.M):
-            url = match.group(1).rstrip("/")
-            if url.endswith("/debian"):
-                return url
-    return "http://deb.debian.org/debian"
+def locked(release: Release):
+    """Serialize build/start/stop of one release between processes (rootfs.locked on the
+    release's checked folder)."""
+    return lock_file(_release_dir(release) / ".lock")
 
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _run_logged(cmd: List[str], log: Path, timeout: float, what: str, env=None) -> None:
-    """Run CMD appending its output to LOG; an EmulatorError with the log tail on failure."""
-    with open(log, "ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                timeout=timeout, env=env,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise EmulatorError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
-    if proc.returncode != 0:
-        raise EmulatorError(
-            f"{what} failed with exit code {proc.returncode} (log: {log}):\n{_tail(log)}"
-        )
-
-
-def _in_namespace(root: Path, name: str, argv: List[str]) -> List[str]:
-    """argv that runs ARGV chrooted in ROOT inside a private mount + UTS namespace."""
-    return [
-        "unshare", "--mount", "--uts", "--propagation", "private",
-        "bash", "-c", NAMESPACE_SCRIPT, "emu-ns", str(root), name, *argv,
-    ]  # fmt: skip
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(release: Release) -> Iterator[None]:
-    """Serialize build/start/stop of one release between processes."""
-    lock = _release_dir(release) / ".lock"
-    try:  # never through a symlink, never truncating what is there
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as error:
-        raise EmulatorError(f"{lock}: cannot open the lock file ({error.strerror})") from None
-    with os.fdopen(fd, "w") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise EmulatorError(f"{lock}: the lock is not a regular file")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree quickly: rename it aside, then delete it in a detached low-priority `rm`.
-
-    Refuses while anything is mounted below it (it would delete through the mount).
-    """
-    if not path.exists():
-        return
-    if _mounts_under(path):
-        raise EmulatorError(f"cannot remove {path}: something is still mounted below it")
-    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
-    os.replace(path, trash)
-    subprocess.Popen(
-        ["nice", "-n", "19", "rm", "-rf", "--one-file-system", str(trash)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def _mounts_under(path: Path) -> List[str]:
-    """Mount points of this mount namespace at or below PATH."""
-    prefix = str(path.resolve())
-    found = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            point = line.split()[4].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return found
 
 
 # ---------------------------------------------------------------- build / restore
@@ -550,24 +383,10 @@ def ensure_rootfs(release: Release, progress: Progress = lambda _msg: None) -> s
 
 def _restore(release: Release, tarball: Path) -> None:
     dirs = _dirs(release)
-    _rmtree(dirs["rootfs"])
+    rmtree(dirs["rootfs"])
     tmp = dirs["base"] / "rootfs.restoring"
-    _rmtree(tmp)
-    tmp.mkdir(parents=True)
-    decompress = ["zstd", "-q", "-d", "-c"] if tarball.suffix == ".zst" else ["gzip", "-d", "-c"]
-    log = dirs["build_log"]
-    script = (
-        f"set -o pipefail; {' '.join(decompress)} {_q(tarball)} | "
-        f"tar -x --numeric-owner -p -C {_q(tmp)} -f -"
-    )
-    _run_logged(["bash", "-c", script], log, TAR_TIMEOUT, f"restoring {tarball}")
+    extract_tarball(tarball, tmp, dirs["build_log"], f"restoring {tarball}")
     os.replace(tmp, dirs["rootfs"])
-
-
-def _q(path: Path) -> str:
-    import shlex
-
-    return shlex.quote(str(path))
 
 
 def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Path:
@@ -577,7 +396,7 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     work = dirs["build"]
     dirs["base"].mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    _rmtree(work)
+    rmtree(work)
     mirror = mirror_url()
     started = time.monotonic()
 
@@ -585,7 +404,7 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
         progress(f"[{time.monotonic() - started:5.0f} s] {msg}")
 
     stage(f"debootstrap {release.name} armhf from {mirror}")
-    _run_logged(
+    run_logged(
         [
             "debootstrap", "--arch=armhf", "--variant=minbase",
             "--include=" + ",".join(release.base), release.name, str(work), mirror,
@@ -594,9 +413,9 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     )  # fmt: skip
 
     # No services may start inside the chroot; dpkg need not fsync under emulation.
-    _atomic_write(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
-    _atomic_write(work / "etc/dpkg/dpkg.cfg.d/retinaface-pi-unsafe-io", "force-unsafe-io\n")
-    _atomic_write(
+    write_file(work / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
+    write_file(work / "etc/dpkg/dpkg.cfg.d/retinaface-pi-unsafe-io", "force-unsafe-io\n")
+    write_file(
         work / "etc/apt/apt.conf.d/90retinaface-pi",
         'APT::Install-Recommends "false";\nAcquire::Languages "none";\n',
     )
@@ -605,22 +424,22 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
 
     stage("apt-get install " + " ".join(release.extra))
     script = "apt-get update -q && apt-get install -y -q " + " ".join(release.extra)
-    _run_logged(
-        _in_namespace(work, release.host, ["/bin/sh", "-c", script]),
+    run_logged(
+        in_namespace(work, release.host, ["/bin/sh", "-c", script]),
         log, APT_TIMEOUT, f"apt-get install in the {release.name} root filesystem",
         env=CHROOT_ENV,
     )  # fmt: skip
 
     stage(f"user {USER} with passwordless sudo")
-    _run_logged(
+    run_logged(
         ["useradd", "--root", str(work), "-m", "-s", "/bin/bash", "-G", "sudo", "-p", "*", USER],
         log, 60, f"creating user {USER}",
     )  # fmt: skip
-    _atomic_write(
+    write_file(
         work / "etc/sudoers.d/010-retinaface-pi", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440
     )
-    _atomic_write(work / "etc/hostname", release.host + "\n")
-    _atomic_write(work / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {release.host}\n")
+    write_file(work / "etc/hostname", release.host + "\n")
+    write_file(work / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {release.host}\n")
     (work / "usr/sbin/policy-rc.d").unlink()
     (work / "etc/dpkg/dpkg.cfg.d/retinaface-pi-unsafe-io").unlink()
     for key in (work / "etc/ssh").glob("ssh_host_*"):
@@ -632,19 +451,12 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
 
     tarball = tarball_path(release)
     stage(f"caching the root filesystem as {tarball}")
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tarball.with_name(tarball.name + ".part")
-    compress = " ".join(_compressor()[1])
-    script = (
-        f"set -o pipefail; tar -c --numeric-owner -C {_q(work)} -f - . | {compress} > {_q(tmp)}"
-    )
-    _run_logged(["bash", "-c", script], log, TAR_TIMEOUT, f"writing {tarball}")
-    os.replace(tmp, tarball)
+    save_tarball(work, tarball, log)
     for old in tarball.parent.glob(f"{release.name}-*.tar.*"):
         if old != tarball and not old.name.endswith(".part"):
             old.unlink()
 
-    _rmtree(dirs["rootfs"])
+    rmtree(dirs["rootfs"])
     os.replace(work, dirs["rootfs"])
     stage(f"{release.name} root filesystem ready")
     return tarball
@@ -958,20 +770,20 @@ def start(release: Release) -> int:
     log = open(dirs["log"], "ab")
     try:
         proc = subprocess.Popen(
-            _in_namespace(dirs["rootfs"], release.host, sshd),
+            in_namespace(dirs["rootfs"], release.host, sshd),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=CHROOT_ENV, start_new_session=True,
         )  # fmt: skip
     finally:
         log.close()
-    _atomic_write(dirs["pid"], f"{proc.pid}\n")
+    write_file(dirs["pid"], f"{proc.pid}\n")
     deadline = time.monotonic() + SSHD_START_TIMEOUT
     while True:
         if proc.poll() is not None:
             dirs["pid"].unlink(missing_ok=True)
             raise EmulatorError(
                 f"sshd of the {release.name} emulator exited with code {proc.returncode} "
-                f"(log {dirs['log']}):\n{_tail(dirs['log'])}"
+                f"(log {dirs['log']}):\n{tail(dirs['log'])}"
             )
         banner = _port_open(release.port)
         ours = _our_rootfs(release)
@@ -987,7 +799,7 @@ def start(release: Release) -> int:
 
 
 def record_host_key(release: Release) -> Path:
-    """Write the emulator's host key into the project known_hosts (replacing old lines)."""
+    """Record the emulator's fresh host key in the project known_hosts (deploy.hosts.trust)."""
     ssh_etc = _open_in_rootfs(_dirs(release)["rootfs"], "etc/ssh")
     try:  # the rootfs's own file, not whatever a symlink there points at
         words = _read_in(ssh_etc, "ssh_host_ed25519_key.pub", 16384).split()
@@ -996,16 +808,7 @@ def record_host_key(release: Release) -> Path:
     if len(words) < 2 or not re.match(r"^[A-Za-z0-9+/=]+$", words[1]):
         raise EmulatorError(f"the {release.name} emulator's host key is not an OpenSSH key")
     kind, blob = words[:2]
-    marker = f"[{ADDRESS}]:{release.port} "
-    path = project_known_hosts()
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        lines = []
-    kept = [line for line in lines if not line.startswith(marker)]
-    kept.append(f"{marker}{kind} {blob}")
-    _atomic_write(path, "\n".join(kept) + "\n", 0o644)
-    return path
+    return record_own_host_key(f"[{ADDRESS}]:{release.port}", kind, blob)
 
 
 # ---------------------------------------------------------------- what the tasks call
@@ -1041,7 +844,7 @@ def up(
     """
     release = release_of(name)
     check_host(0)
-    with _locked(release):
+    with locked(release):
         if fresh:
             if emulator_pids(release):
                 progress(f"stopping {release.host} for a fresh root filesystem")
@@ -1067,18 +870,18 @@ def prepare(name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None)
     'built'. Holds the release's lock, so an `up` meanwhile waits for it instead of racing."""
     release = release_of(name)
     check_host(0)
-    with _locked(release):
+    with locked(release):
         return ensure_rootfs(release, progress)
 
 
 def down(name: Optional[str] = None) -> List[EmuStatus]:
     """Stop one release's emulator (or all); return the status of those that were running."""
-    _check_root("emu-down")
+    check_root("emu-down")
     names = [name] if name else sorted(RELEASES)
     stopped = []
     for each in names:
         release = release_of(each)
-        with _locked(release):
+        with locked(release):
             if emulator_pids(release):
                 stop(release)
                 stopped.append(status(release))

@@ -16,19 +16,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import yaml
 
+from deploy.paths import WHEEL_LOCK, WHEELS_DIR
 from pi_setup.errors import WheelError
+from pi_setup.wheelhouse import parse_wheel_name, python_tag, wheel_arch
 from retinaface.files import write_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCK_PATH = REPO_ROOT / "wheels" / "lock.yaml"
-WHEELS_DIR = REPO_ROOT / "wheels"
+LOCK_PATH = WHEEL_LOCK
 DEFAULT_VERSION = "1.9.1"
 CHUNK = 64 * 1024
 # A mirror is not trusted: when the lock does not know a wheel's size, this caps the download
@@ -36,13 +35,7 @@ CHUNK = 64 * 1024
 MAX_WHEEL_BYTES = 256 * 1024**2
 FETCH_DEADLINE = 1800.0
 
-# dpkg architecture (what `deploy.facts` reports) -> wheel platform suffix.
-DPKG_TO_WHEEL_ARCH = {"armhf": "armv7l", "arm64": "aarch64", "amd64": "x86_64", "i386": "i686"}
 
-_WHEEL_NAME = re.compile(
-    r"^(?P<dist>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?"
-    r"-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
-)
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -99,30 +92,6 @@ class FetchResult:
     size: int
     url: Optional[str]
 
-
-def parse_wheel_name(name: str) -> Dict[str, str]:
-    """Split a wheel file name into dist, version, py, abi, plat (PEP 427); raise WheelError if it is not one."""
-    match = _WHEEL_NAME.match(name)
-    if not match:
-        raise WheelError(f"{name}: not a wheel file name (dist-version-python-abi-platform.whl)")
-    return {k: v for k, v in match.groupdict().items() if v is not None}
-
-
-def python_tag(python: str) -> str:
-    """'3.9' -> 'cp39' (also accepts 'cp39', '39')."""
-    text = str(python).strip()
-    if re.fullmatch(r"cp\d{2,3}", text):
-        return text
-    match = re.fullmatch(r"(\d)\.?(\d{1,2})(\.\d+)?", text)
-    if not match:
-        raise WheelError(f"--python {python!r}: expected a version like 3.9")
-    return f"cp{match.group(1)}{match.group(2)}"
-
-
-def wheel_arch(arch: str) -> str:
-    """A dpkg architecture (armhf) or a wheel platform (armv7l, linux_armv7l) -> 'armv7l'."""
-    text = arch.strip().lower().replace("linux_", "")
-    return DPKG_TO_WHEEL_ARCH.get(text, text)
 
 
 def load_lock(path: Path = LOCK_PATH) -> OrtLock:
@@ -456,9 +425,9 @@ class Target:
 
 def targets_for_hosts(host_spec: str, inventory: Optional[str] = None) -> List[Target]:
     """The OS codename / Python / arch of each selected inventory host, from its facts."""
-    from deploy.connection import open_host
-    from deploy.facts import gather_facts
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.facts import gather_facts
+    from deploy.hosts.inventory import load_inventory
 
     targets = []
     for host in load_inventory(inventory).select(host_spec):
@@ -509,41 +478,4 @@ def fetch_for_targets(
     return out
 
 
-# What a fetched or built wheel needs on the host besides itself, by distribution name.
-# onnxruntime (nknytk armv7l builds): numpy C-API 0xe -> numpy>=1.20 (Debian bullseye ships 1.19.5),
-# numpy 2 breaks numpy-1 builds; the .so links libgomp and libatomic. Deploy meets pip requirements
-# offline: the host's own numpy or a wheel in wheels/ (deploy.deploy.missing_requirements).
-_HOST_REQUIREMENTS: Dict[str, Tuple[List[str], List[str]]] = {
-    "onnxruntime": (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"]),
-    "torch": ([], ["libopenblas-dev", "libgomp1", "libatomic1"]),
-    "torchvision": ([], ["libjpeg-dev", "libpng-dev"]),
-}
 
-
-def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
-    """(pip requirements, apt packages) a host needs to use this wheel; ([], []) for others.
-
-    Deploy calls this for each wheel it installs and fails before switching the release when
-    the apt packages are missing and cannot be installed.
-    """
-    name = parse_wheel_name(Path(wheel_path).name)["dist"].lower().replace("-", "_")
-    pip, apt = _HOST_REQUIREMENTS.get(name, ([], []))
-    return list(pip), list(apt)
-
-
-def wheel_metadata(wheel_path: Path) -> Dict[str, List[str]]:
-    """The METADATA headers of a wheel (e.g. Requires-Dist), as lists of values."""
-    result: Dict[str, List[str]] = {}
-    try:
-        with zipfile.ZipFile(wheel_path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
-            if not names:
-                raise WheelError(f"{wheel_path}: no .dist-info/METADATA inside")
-            text = archive.read(names[0]).decode("utf-8", "replace")
-    except zipfile.BadZipFile:
-        raise WheelError(f"{wheel_path}: not a zip file (an HTML page saved as .whl?)") from None
-    for line in text.split("\n\n", 1)[0].splitlines():
-        if ": " in line and not line.startswith(" "):
-            key, value = line.split(": ", 1)
-            result.setdefault(key, []).append(value)
-    return result

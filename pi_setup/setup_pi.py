@@ -9,10 +9,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import jinja2
-
-from deploy.render import add_shell_filters
-from pi_setup.build_wheels import SWAPFILE, TEMPLATES
+from deploy.hosts.scripts import environment
 from pi_setup.errors import WheelError
 
 # Shared by every release: the venv, pip, numpy/opencv from Debian, what the fetched onnxruntime
@@ -31,6 +28,9 @@ RUNTIME_APT: Dict[str, Tuple[str, ...]] = {
     "bookworm": _COMMON + ("libopenblas0", "libjpeg62-turbo", "libpng16-16"),
     "trixie": _COMMON + ("libopenblas0", "libjpeg62-turbo", "libpng16-16t64"),
 }
+
+# The swap file setup-pi makes and build-wheels may (same path: one swap per Pi).
+SWAPFILE = "/var/swap.retinaface-pi"
 
 
 @dataclass(frozen=True)
@@ -54,17 +54,6 @@ def apt_packages(os_codename: str) -> Tuple[str, ...]:
         ) from None
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
-    return add_shell_filters(env)
-
-
 def render_setup(
     os_codename: str,
     deploy_dir: str,
@@ -74,7 +63,7 @@ def render_setup(
 ) -> str:
     """The setup script for one host (templates/setup_pi.sh.j2)."""
     return (
-        _environment()
+        environment()
         .get_template("setup_pi.sh.j2")
         .render(
             apt_packages=apt_packages(os_codename),
@@ -101,7 +90,7 @@ def parse_setup_output(host: str, text: str) -> SetupResult:
 
 def setup_host(conn, check: bool = False, swap_mb: int = 0) -> SetupResult:
     """Run the setup on the host behind `conn` (facts decide the OS release)."""
-    from deploy.facts import gather_facts
+    from deploy.hosts.facts import gather_facts
 
     facts = gather_facts(conn)
     script = render_setup(
@@ -124,8 +113,8 @@ def setup_pi(
     host: Optional[str], inventory: Optional[str] = None, check: bool = False, swap_mb: int = 0
 ) -> List[SetupResult]:
     """setup-pi on every selected host, one after the other."""
-    from deploy.connection import open_host
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.inventory import load_inventory
 
     results = []
     for item in load_inventory(inventory).select(host):

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from pi_setup import elf_check
 from pi_setup.errors import EmulatorError, WheelError
+from pi_setup.rootfs import CHROOT_ENV, in_namespace
 
 Progress = Callable[[str], None]
 SELF_CHECK_TIMEOUT = 900  # pip + import under qemu-user on a loaded machine
@@ -125,8 +126,8 @@ def gate_wheel(
     if found:
         raise _fail(wheel, *found)
     emu = emulator.release_of(release)
-    emulator._check_root()
-    with emulator._locked(emu):
+    emulator.check_root()
+    with emulator.locked(emu):
         emulator.ensure_rootfs(emu, progress)
         rootfs = emulator.status(emu).rootfs
         libraries = elf_check.target_libraries(rootfs)
@@ -170,11 +171,9 @@ def _install_and_check(wheel: Path, package: str, version: str, emu, rootfs: Pat
 
 def _in_emulator(wheel: Path, check: str, emu, rootfs: Path, argv: List[str]) -> str:
     """Run ARGV chrooted in the emulated root filesystem; its stdout, or the check's failure."""
-    from pi_setup import emulator
-
     try:
         done = subprocess.run(
-            emulator._in_namespace(rootfs, emu.host, argv), env=emulator.CHROOT_ENV,
+            in_namespace(rootfs, emu.host, argv), env=CHROOT_ENV,
             capture_output=True, text=True, timeout=SELF_CHECK_TIMEOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from pi_setup import cross, emulator
+from pi_setup.rootfs import CHROOT_ENV, in_namespace
 from tests.fixtures.pi_probe_repo import make_probe_repo
 
 EMU_APT = ("gcc", "libc6-dev", "python3-dev", "python3-setuptools", "python3-wheel", "python3-pip")
@@ -65,7 +66,7 @@ def bench(package: str) -> None:
         repo = make_probe_repo(Path(tmp) / "repo")
 
         # cross: build root ready (made or restored, not timed), then the timed pip wheel
-        with cross._locked(target):
+        with cross.locked(target):
             cross.ensure_build_root(target, print)
             root = cross._dirs(target)["root"]
             cross._refresh_network_files(root)
@@ -84,7 +85,7 @@ def bench(package: str) -> None:
 
         # emulated: the Pi's own toolchain inside the emulated root filesystem
         release = emulator.release_of("bullseye")
-        with emulator._locked(release):
+        with emulator.locked(release):
             emulator.ensure_rootfs(release, print)
             rootfs = emulator.status(release).rootfs
             print(f"emulated: apt-get install {' '.join(EMU_APT)} (not timed)", flush=True)
@@ -93,8 +94,8 @@ def bench(package: str) -> None:
                 + " ".join(EMU_APT)
             )
             _run(
-                emulator._in_namespace(rootfs, release.host, ["/bin/sh", "-c", install]),
-                emulator.CHROOT_ENV,
+                in_namespace(rootfs, release.host, ["/bin/sh", "-c", install]),
+                CHROOT_ENV,
             )
             scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=str(rootfs / "tmp")))
             try:
@@ -103,7 +104,7 @@ def bench(package: str) -> None:
                 argv = ["python3", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "--no-cache-dir", "-w", f"{inside}/out", f"{inside}/src"]  # fmt: skip
                 emu_s = _run(
-                    emulator._in_namespace(rootfs, release.host, argv), emulator.CHROOT_ENV
+                    in_namespace(rootfs, release.host, argv), CHROOT_ENV
                 )
                 print(
                     f"emulated: {emu_s:7.1f} s  ({sorted(p.name for p in (scratch / 'out').iterdir())})",

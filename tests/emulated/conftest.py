@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hostkeys import project_known_hosts
+from deploy.paths import project_known_hosts
 from pi_setup import emulator
+from pi_setup.rootfs import mounts_under
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO.parent / "shared" / "data" / "images"
@@ -118,7 +119,7 @@ class Emulators:
         self.first_build_past_debootstrap.wait(timeout=600)
         try:
             emulator.check_host(emulator.BUILD_BYTES)
-            with emulator._locked(release):
+            with emulator.locked(release):
                 if not emulator._rootfs_ready(release):
                     emulator.ensure_rootfs(release, lambda m: _progress(f"({name}) {m}"))
                     self.clean.add(name)
@@ -144,7 +145,7 @@ def emulators(request):
         leftover = emulator.emulator_pids(emulator.release_of(release))
         assert not leftover, f"{release}: processes left after emu-down: {leftover}"
         rootfs = emulator.status(emulator.release_of(release)).rootfs
-        assert not emulator._mounts_under(rootfs), f"{release}: mounts left under {rootfs}"
+        assert not mounts_under(rootfs), f"{release}: mounts left under {rootfs}"
     for release, seconds in sorted(emus.up_seconds.items()):
         _progress(f"first (fresh) emu-up of {release} in this session: {seconds:.1f} s\n")
 

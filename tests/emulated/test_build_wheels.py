@@ -16,10 +16,10 @@ import time
 import zipfile
 from dataclasses import replace
 
-from deploy.connection import open_host
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
 from pi_setup import build_wheels as bw
-from pi_setup import emulator
+from pi_setup.rootfs import CHROOT_ENV, in_namespace
 from tests.fixtures.pi_probe_repo import make_probe_repo
 
 from .conftest import REPO, ssh
@@ -51,9 +51,9 @@ def _provision_if_sudo_is_broken(st) -> None:
     script = "apt-get update -q && apt-get install -y -q --no-install-recommends " + " ".join(
         missing
     )
-    argv = emulator._in_namespace(st.rootfs, st.host, ["/bin/sh", "-c", script])
+    argv = in_namespace(st.rootfs, st.host, ["/bin/sh", "-c", script])
     done = subprocess.run(
-        argv, env=emulator.CHROOT_ENV, capture_output=True, text=True, timeout=1800
+        argv, env=CHROOT_ENV, capture_output=True, text=True, timeout=1800
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
@@ -156,7 +156,7 @@ def test_probe_wheel_built_on_emulated_pi_resumes_pulls_and_deploys(bullseye, tm
     assert f"finished: {WHEEL}" in result.stdout
 
     # deploy picks the wheel (tag cp39-cp39-linux_armv7l matches pi4-emu) and installs it
-    from deploy.commands import deploy
+    from deploy.workflow.commands import deploy
 
     outcome = deploy("pi4-emu", wheels_dir=wheels)
     assert outcome.exit_code == 0, outcome.recap()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hostkeys import project_known_hosts
+from deploy.paths import project_known_hosts
 from pi_setup import emulator
 from pi_setup.errors import EmulatorError
+from pi_setup.rootfs import NAMESPACE_SCRIPT, mirror_url, mounts_under
 
 from .conftest import REPO, _progress, invoke, ssh, ssh_argv
 
@@ -21,9 +22,9 @@ from .conftest import REPO, _progress, invoke, ssh, ssh_argv
 def _no_trace_left(release: str) -> None:
     rel = emulator.release_of(release)
     assert emulator.emulator_pids(rel) == []
-    assert emulator._mounts_under(emulator.status(rel).rootfs) == []
+    assert mounts_under(emulator.status(rel).rootfs) == []
     # Nothing of the namespace leaks into the host: no mount anywhere below the state root.
-    assert emulator._mounts_under(emulator.state_root()) == []
+    assert mounts_under(emulator.state_root()) == []
     assert emulator._port_open(rel.port) is None
 
 
@@ -184,7 +185,7 @@ def test_busy_port_is_refused(bullseye):
 
 def test_namespace_script_is_valid_bash(tmp_path):
     script = tmp_path / "ns.sh"
-    script.write_text(emulator.NAMESPACE_SCRIPT)
+    script.write_text(NAMESPACE_SCRIPT)
     assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
 
 
@@ -209,11 +210,11 @@ def test_mirror_is_read_from_apt_sources(tmp_path, monkeypatch):
     )
     other = tmp_path / "cloud.list"
     other.write_text("deb https://packages.example.com/apt cloud-sdk main\n")
-    assert emulator.mirror_url([other, deb822, oneline]) == "http://mirror.example/debian"
-    assert emulator.mirror_url([oneline]) == "http://x.example/debian"
-    assert emulator.mirror_url([other]) == "http://deb.debian.org/debian"
+    assert mirror_url([other, deb822, oneline]) == "http://mirror.example/debian"
+    assert mirror_url([oneline]) == "http://x.example/debian"
+    assert mirror_url([other]) == "http://deb.debian.org/debian"
     monkeypatch.setenv("RETINAFACE_PI_MIRROR", "http://local.example/debian")
-    assert emulator.mirror_url([deb822]) == "http://local.example/debian"
+    assert mirror_url([deb822]) == "http://local.example/debian"
 
 
 def test_host_key_line_replaces_only_its_own(tmp_path, monkeypatch):

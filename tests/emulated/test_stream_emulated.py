@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deploy.service import StreamSettings, render_unit
+from deploy.workflow.service import StreamSettings, render_unit
 from retinaface.detector import Detector
 from tests.fixtures.video import make_video, read_frames
 

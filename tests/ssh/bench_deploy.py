@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy.commands import deploy
-from deploy.release import MODELS_DIR, ensure_models
+from deploy.workflow.commands import deploy
+from deploy.workflow.release import MODELS_DIR, ensure_models
 from tests.ssh.sshd import Sshd, keygen
 
 
@@ -102,8 +102,8 @@ def main() -> int:
                     name = f"{kind} {label}"
                     rows[name].append(timed(hosts, models, name))
         # The fleet mechanism alone: a command that waits (no CPU) on 1 host vs all hosts.
-        from deploy.fleet import run_on
-        from deploy.inventory import load_inventory
+        from deploy.hosts.fleet import run_on
+        from deploy.hosts.inventory import load_inventory
 
         hosts = load_inventory(inventory).select(fleet)
         for label, chosen in (("1 host", hosts[:1]), (f"{n} hosts", hosts)):

@@ -1,6 +1,6 @@
 """Fleet benchmark on loopback sshd (not a test): `python -m tests.ssh.bench_fleet [--sizes 1,4,16]`.
 
-Both paths to the same hosts: `invoke deploy` (deploy.commands.deploy, in this process) and the
+Both paths to the same hosts: `invoke deploy` (deploy.workflow.commands.deploy, in this process) and the
 bundle's playbook run by `ansible-playbook`, each with 10 hosts at once (--forks 10). Per fleet
 size: cold deploy (empty hosts), no-op redeploy, one changed model. Prints wall time, time per
 host and the client's CPU (this process for invoke deploy; ansible-playbook and its ssh children
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy.bundle import write_bundle
-from deploy.commands import deploy
-from deploy.release import MODELS_DIR, build_runner_wheel, ensure_models
+from deploy.workflow.bundle import write_bundle
+from deploy.workflow.commands import deploy
+from deploy.workflow.release import MODELS_DIR, build_runner_wheel, ensure_models
 from tests.ssh.sshd import Sshd, keygen
 
 FORKS = 10

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bundle import write_bundle
-from deploy.commands import deploy
-from deploy.release import build_runner_wheel
+from deploy.workflow.bundle import write_bundle
+from deploy.workflow.commands import deploy
+from deploy.workflow.release import build_runner_wheel
 from tests.ssh.conftest import tree_snapshot
 
 pytestmark = pytest.mark.ssh

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from deploy.connection import open_host
-from deploy.errors import AuthenticationError, DeployError, UnreachableError
-from deploy.inventory import Host, load_inventory
+from deploy.errors import DeployError
+from deploy.hosts.connection import open_host
+from deploy.hosts.errors import AuthenticationError, UnreachableError
+from deploy.hosts.inventory import Host, load_inventory
 from retinaface.files import sha256_file
 from tests.ssh.sshd import keygen
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.commands import deploy
-from deploy.connection import open_host
-from deploy.errors import ChangedHostKeyError
-from deploy.inventory import load_inventory
-from deploy.trust import trust_host
+from deploy.hosts.connection import open_host
+from deploy.hosts.errors import ChangedHostKeyError
+from deploy.hosts.inventory import load_inventory
+from deploy.hosts.trust import trust_host
+from deploy.workflow.commands import deploy
 from retinaface.files import sha256_file
 from tests.paths import REPO
 from tests.ssh.conftest import tree_snapshot

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from deploy.connection import key_is_encrypted, open_host
-from deploy.errors import AuthenticationError
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import key_is_encrypted, open_host
+from deploy.hosts.errors import AuthenticationError
+from deploy.hosts.inventory import load_inventory
 from tests.ssh.sshd import Sshd
 
 pytestmark = pytest.mark.ssh

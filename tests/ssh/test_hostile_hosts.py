@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bench import BenchOptions, remote_bench
-from deploy.commands import deploy
-from deploy.connection import open_host
-from deploy.errors import UnknownHostKeyError
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.errors import UnknownHostKeyError
+from deploy.hosts.inventory import load_inventory
+from deploy.workflow.commands import deploy
+from deploy.workflow.remote_bench import BenchOptions, remote_bench
 from tests.paths import REPO
 from tests.ssh.sshd import keygen
 from tests.ssh.test_deploy_ssh import changed_models

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.commands import deploy
+from deploy.workflow.commands import deploy
 
 
 def test_local_host_deploy_and_noop(tmp_path, models_dir):
@@ -43,7 +43,7 @@ def test_local_runner_sees_the_packages_of_the_venv_that_runs_invoke(tmp_path, m
     import subprocess
     import sysconfig
 
-    from deploy.commands import facts
+    from deploy.workflow.commands import facts
 
     workstation = tmp_path / "workstation-venv"
     subprocess.run(
@@ -84,7 +84,7 @@ def test_local_runner_sees_the_packages_of_the_venv_that_runs_invoke(tmp_path, m
 
 
 def test_local_host_defaults_to_the_python_that_runs_invoke(tmp_path):
-    from deploy.inventory import load_inventory
+    from deploy.hosts.inventory import load_inventory
 
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text("all:\n  hosts:\n    local: {connection: local}\n")

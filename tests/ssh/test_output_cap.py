@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from deploy import connection
-from deploy.connection import open_host
 from deploy.errors import DeployError
-from deploy.inventory import load_inventory
-from deploy.sync import read_state
+from deploy.hosts import connection
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
+from deploy.workflow.sync import read_state
 
 pytestmark = pytest.mark.ssh
 
@@ -63,7 +63,7 @@ def test_deploy_state_probe_with_a_planted_huge_file(lab, tmp_path):
 
 
 def test_local_host_output_is_capped_too(tmp_path):
-    from deploy.inventory import LOCAL_HOST
+    from deploy.hosts.inventory import LOCAL_HOST
 
     with open_host(LOCAL_HOST) as conn:
         with pytest.raises(DeployError, match="printed more than"):

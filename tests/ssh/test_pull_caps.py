@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from deploy.connection import open_host
 from deploy.errors import DeployError
-from deploy.inventory import LOCAL_HOST, load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import LOCAL_HOST, load_inventory
 from tests.ssh.sshd import _descendants
 
 pytestmark = pytest.mark.ssh

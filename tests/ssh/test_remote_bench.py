@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bench import BenchOptions, remote_bench, run_remote_bench
-from deploy.report import load_result
+from deploy.results.model import load_result
+from deploy.workflow.remote_bench import BenchOptions, remote_bench, run_remote_bench
 from retinaface.bench.schema import STAGES, STATS
 from tests.paths import REPO
 
@@ -47,7 +47,7 @@ def test_group_of_two_hosts_one_comparison_table(lab, models_dir, tmp_path):
     assert run.results_dir.parent == tmp_path / "results"
     for name in ("pi-a", "pi-b"):
         path = run.results_dir / name / "bench.json"
-        result = load_result(path)  # the schema check of deploy.report
+        result = load_result(path)  # the schema check of deploy.results.model
         data = result.data
         assert data["inventory_host"] == name and data["deploy"]["deployed"] is True
         assert data["config"]["size"] == [320, 240] and data["config"]["runs"] == 2
@@ -179,9 +179,9 @@ def test_timeout_stops_the_benchmark_on_the_host(models_dir, tmp_path):
     """The `local` host (same workflow code): a run longer than --timeout is killed, not left."""
     import time
 
-    from deploy.connection import open_host
     from deploy.errors import DeployError
-    from deploy.inventory import LOCAL_HOST
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.inventory import LOCAL_HOST
 
     deploy_dir = tmp_path / "retinaface-pi"
     (deploy_dir / "venv" / "bin").mkdir(parents=True)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from deploy.connection import open_host
 from deploy.errors import DeployError
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
 from pi_setup import build_wheels as bw
 from tests.ssh.sshd import Sshd
 

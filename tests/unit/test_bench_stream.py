@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from deploy.report import HostResult, render_tables
-from deploy.sweep import stream_rows
+from deploy.results.model import HostResult
+from deploy.results.render import render_tables
+from deploy.results.sections.stream import stream_rows
 from retinaface.bench.run import STREAM_FRAMES, STREAM_ROUNDS
 from retinaface.runner import main
 from tests.paths import REPO

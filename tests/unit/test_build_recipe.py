@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.connection import open_host
-from deploy.inventory import LOCAL_HOST
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import LOCAL_HOST
 from pi_setup import build_wheels as bw
 from pi_setup import setup_pi
 from pi_setup.errors import WheelError

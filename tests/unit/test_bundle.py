@@ -11,9 +11,9 @@ import tarfile
 
 import yaml
 
-from deploy.bundle import HOST_SCRIPTS, write_bundle
-from deploy.release import build_runner_wheel
-from deploy.render import render
+from deploy.hosts.scripts import render
+from deploy.workflow.bundle import HOST_SCRIPTS, write_bundle
+from deploy.workflow.release import build_runner_wheel
 
 
 def fake_models(folder):

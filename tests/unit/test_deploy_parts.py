@@ -9,19 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from deploy.errors import DeployError, UnreachableError
-from deploy.facts import parse_facts
-from deploy.fleet import FleetResult, HostReport, run_on
-from deploy.inventory import Host
-from deploy.release import (
-    ReleaseFile,
-    matching_wheels,
-    release_id,
-    runner_wheel_bytes,
-    wheel_tags,
-)
-from deploy.render import TEMPLATES, render
-from deploy.sync import parse_state, plan_sync
+from deploy.errors import DeployError
+from deploy.hosts.errors import UnreachableError
+from deploy.hosts.facts import parse_facts
+from deploy.hosts.fleet import FleetResult, HostReport, run_on
+from deploy.hosts.inventory import Host
+from deploy.hosts.scripts import TEMPLATES, render
+from deploy.workflow.release import ReleaseFile, release_id, runner_wheel_bytes
+from deploy.workflow.sync import parse_state, plan_sync
+from pi_setup.wheelhouse import matching_wheels, wheel_tags
 from tests.paths import REPO
 
 
@@ -248,7 +244,7 @@ def test_fleet_isolates_failures_and_maps_exit_codes(tmp_path):
 def test_forks_bound_the_pool_and_a_slow_host_holds_only_its_own(tmp_path):
     import threading
 
-    from deploy.fleet import check_forks
+    from deploy.hosts.fleet import check_forks
 
     hosts = [Host(name=f"h{i}", connection="local", deploy_dir=str(tmp_path)) for i in range(6)]
     lock, others_done = threading.Lock(), threading.Event()
@@ -282,7 +278,7 @@ def test_forks_bound_the_pool_and_a_slow_host_holds_only_its_own(tmp_path):
 
 
 def test_local_connection_put_is_atomic_and_verified(tmp_path):
-    from deploy.connection import open_host
+    from deploy.hosts.connection import open_host
     from retinaface.files import sha256_file
 
     source = tmp_path / "src.bin"
@@ -310,8 +306,8 @@ def test_local_connection_put_is_atomic_and_verified(tmp_path):
 def test_deploy_lock_waits_for_live_owner_and_takes_over_dead_ones(tmp_path):
     import platform
 
-    from deploy.connection import open_host
-    from deploy.sync import acquire_lock, release_lock
+    from deploy.hosts.connection import open_host
+    from deploy.workflow.sync import acquire_lock, release_lock
 
     lock = tmp_path / ".deploy.lock"
     with open_host(Host(name="local", connection="local")) as conn:

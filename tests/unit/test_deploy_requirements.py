@@ -7,9 +7,10 @@ import subprocess
 import sys
 import zipfile
 
-from deploy.deploy import missing_requirements, wheel_requirements
-from deploy.facts import parse_facts
-from deploy.render import render
+from deploy.hosts.facts import parse_facts
+from deploy.hosts.scripts import render
+from deploy.workflow.push import missing_requirements
+from pi_setup.wheelhouse import wheel_requirements
 
 ORT_WHEEL = "onnxruntime-1.9.1-cp39-cp39-linux_armv7l.whl"
 

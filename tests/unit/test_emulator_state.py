@@ -55,7 +55,7 @@ def _rootfs(state: Path) -> Path:
 
 
 def test_state_root_is_made_0700_and_its_lock_is_a_plain_file(state):
-    with emulator._locked(REL):
+    with emulator.locked(REL):
         pass
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert (state / REL.name / ".lock").is_file()
@@ -67,7 +67,7 @@ def test_symlinked_lock_is_refused_and_its_target_kept(state, tmp_path):
     victim.write_text("precious\n")
     (state / REL.name / ".lock").symlink_to(victim)
     with pytest.raises(EmulatorError, match=r"\.lock: cannot open the lock file"):
-        with emulator._locked(REL):
+        with emulator.locked(REL):
             pass
     assert victim.read_text() == "precious\n"
 
@@ -81,7 +81,7 @@ def test_state_dir_precreated_by_another_user_is_refused(state, tmp_path, neighb
     (state / REL.name).mkdir()
     os.chown(state / REL.name, neighbour, neighbour)
     with pytest.raises(EmulatorError, match=f"belongs to uid {neighbour}, another user"):
-        with emulator._locked(REL):
+        with emulator.locked(REL):
             pass
     with pytest.raises(EmulatorError, match="another user"):
         emulator.emulator_pids(REL)

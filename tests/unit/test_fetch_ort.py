@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pi_setup import ort
+from deploy.paths import REPO_ROOT
+from pi_setup import ort, wheelhouse
 from pi_setup.errors import WheelError
 from tests.fixtures.fake_ort_wheel import NAME, serve_fixture_wheel, wheel_bytes
 
@@ -217,9 +218,9 @@ def test_record_sha256_keeps_comments(tmp_path):
 def test_host_requirements(tmp_path):
     path = tmp_path / NAME
     path.write_bytes(DATA)
-    assert ort.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
-    assert ort.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
-    assert ort.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
+    assert wheelhouse.host_requirements(path) == (["numpy>=1.20,<2"], ["libgomp1", "libatomic1"])
+    assert wheelhouse.host_requirements(Path("tiny-0.1-py3-none-any.whl")) == ([], [])
+    assert wheelhouse.wheel_metadata(path)["Requires-Dist"] == ["numpy>=1.16.6"]
 
 
 def test_cli_mirror_from_config_file(server, tmp_path):
@@ -232,7 +233,7 @@ def test_cli_mirror_from_config_file(server, tmp_path):
     argv += ["--os", "bullseye", "--python", "3.9", "--lock", str(TEST_LOCK)]
     argv += ["--wheels-dir", str(tmp_path / "wheels")]
     result = subprocess.run(
-        argv, cwd=str(ort.REPO_ROOT), capture_output=True, text=True, timeout=120
+        argv, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert f"downloaded from http://127.0.0.1:{port}/good/bullseye/{NAME}" in result.stdout
@@ -242,7 +243,7 @@ def test_cli_mirror_from_config_file(server, tmp_path):
     # digest mismatch from the command line: one line, exit 1, the file removed
     result = subprocess.run(
         argv[:-1] + [str(tmp_path / "other")] + ["--mirror", f"http://127.0.0.1:{port}/wrong"],
-        cwd=str(ort.REPO_ROOT),
+        cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
         timeout=120,
@@ -259,7 +260,7 @@ def test_cli_host_facts_pick_the_target():
     """--host takes OS, Python and arch from facts; this x86 machine has no armv7l wheel."""
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "fetch-ort", "--host", "local"],
-        cwd=str(ort.REPO_ROOT),
+        cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
         timeout=120,

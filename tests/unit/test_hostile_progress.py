@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-import tasks
-from deploy.bench import BenchOptions, parse_poll, run_remote_bench, valid_progress
-from deploy.connection import open_host
-from deploy.inventory import LOCAL_HOST
+from deploy.console import bench_bars
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import LOCAL_HOST
+from deploy.workflow.remote_bench import BenchOptions, parse_poll, run_remote_bench, valid_progress
 
 BAD = [
     ["a", "list"],
@@ -52,7 +52,7 @@ def test_bench_with_a_hostile_progress_file_finishes(tmp_path):
     )
     python.chmod(0o755)
     events = []
-    display = tasks._bench_progress()("pi-hostile")  # the real progress bar of remote-bench
+    display = bench_bars()("pi-hostile")  # the real progress bar of remote-bench
 
     def progress(event):
         events.append(event)

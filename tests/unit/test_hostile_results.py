@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import DeployError
-from deploy.report import load_results, render_tables
+from deploy.results.model import load_results
+from deploy.results.render import render_tables
 from tests.paths import REPO
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -190,7 +191,7 @@ def invoke(*argv):
 
 
 def test_safe_text_shows_control_characters():
-    from deploy.terminal import safe_text
+    from deploy.console import safe_text
 
     assert (
         safe_text("a\x1b[2Jb\tc\nd\re\x7f\x9b\u202ef") == "a\\x1b[2Jb\tc\nd\\x0de\\x7f\\x9b\\u202ef"

@@ -19,10 +19,8 @@ import jinja2
 import pytest
 from jinja2 import meta
 
-from deploy.render import TEMPLATES, environment
+from deploy.hosts.scripts import TEMPLATES, environment
 from pi_setup.build_wheels import Package
-from pi_setup.build_wheels import _environment as build_environment
-from pi_setup.setup_pi import _environment as setup_environment
 
 # Real commands the scripts may use that change nothing outside the sandbox; `touch` is the
 # one the injected payload uses, so it must work.
@@ -132,9 +130,9 @@ def contexts(bad: str):
 
 def env_for(name: str) -> jinja2.Environment:
     if name in ("build_wheels.sh.j2", "cross_build.sh.j2", "cross_root.sh.j2"):
-        return build_environment()
+        return environment()
     if name == "setup_pi.sh.j2":
-        return setup_environment()
+        return environment()
     return environment()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import InventoryError
-from deploy.inventory import DEFAULT_INVENTORY, load_inventory
+from deploy.hosts.inventory import DEFAULT_INVENTORY, load_inventory
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import InventoryError
-from deploy.inventory import ALIASES, load_inventory
+from deploy.hosts.inventory import ALIASES, load_inventory
 
 INI = """
 # a lab the way most Ansible users write it

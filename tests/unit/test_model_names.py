@@ -141,7 +141,7 @@ def test_the_default_photographs_ship_in_the_repository_with_their_sources():
 
 
 def test_calib_dir_never_lists_the_default_set(tmp_path, monkeypatch):
-    from retinaface import export
+    from retinaface.tools import export
 
     mine = tmp_path / "faces"
     mine.mkdir()

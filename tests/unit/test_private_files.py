@@ -8,9 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
-from deploy.fleet import run_on
-from deploy.inventory import LOCAL_HOST
-from deploy.trust import _append_line
+from deploy.hosts.fleet import run_on
+from deploy.hosts.inventory import LOCAL_HOST
+from deploy.hosts.trust import append_known_host
 from pi_setup import build_wheels as bw
 from pi_setup import ort
 from tests.paths import REPO
@@ -48,7 +48,7 @@ def test_known_hosts_tmp_symlink_is_not_followed(tmp_path):
     known = tmp_path / "project" / "known_hosts"
     known.parent.mkdir()
     (known.parent / f".known_hosts.{os.getpid()}.tmp").symlink_to(victim)
-    _append_line(known, "[127.0.0.1]:2222 ssh-ed25519 AAAA\n")
+    append_known_host(known, "[127.0.0.1]:2222 ssh-ed25519 AAAA\n")
     assert victim.read_text() == "precious\n"
     assert known.read_text() == "[127.0.0.1]:2222 ssh-ed25519 AAAA\n"
     assert known.stat().st_mode & 0o777 == 0o600

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from deploy import report
-from deploy.bench import BenchOptions, _signal_name, new_stamp, parse_poll
 from deploy.errors import DeployError
-from deploy.render import render
-from deploy.report import compare, load_results, render_reports, render_tables
+from deploy.hosts.scripts import render
+from deploy.results import model, svg
+from deploy.results.compare import compare
+from deploy.results.model import load_results
+from deploy.results.render import render_reports, render_tables
+from deploy.results.sections.tables import facts_table
+from deploy.workflow.remote_bench import BenchOptions, new_stamp, parse_poll, signal_name
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RESULTS = GOLDEN / "bench-runs"  # two recorded bench.json: a real run here and a test fixture
@@ -135,7 +138,7 @@ def test_html_escapes_what_hosts_report(tmp_path):
 
 
 def test_chart_scale_and_bars():
-    geometry = report.chart(load_results(RESULTS / "local"))
+    geometry = svg.chart(load_results(RESULTS / "local"))
     assert geometry["ticks"][-1]["label"] == "1,000 ms"  # torch p90 ~ 800 ms → nice max 1000
     torch_row = geometry["rows"][0]
     widths = sum(segment["w"] for segment in torch_row["segments"])
@@ -145,12 +148,12 @@ def test_chart_scale_and_bars():
     assert widths == pytest.approx(plot * mean_sum / 1000.0, abs=0.05)
     # each mark is labelled with the statistic it shows: the bar its mean, the tick its p90
     p90 = data["stages"]["e2e"]["p90"]
-    assert torch_row["value"] == f"mean {report._ms(mean_sum)} ms · p90 {report._ms(p90)} ms"
+    assert torch_row["value"] == f"mean {model.ms_text(mean_sum)} ms · p90 {model.ms_text(p90)} ms"
     assert torch_row["tick_x"] == pytest.approx(geometry["left"] + plot * p90 / 1000.0, abs=0.01)
-    stages = report.stage_chart(load_results(RESULTS / "local"))
+    stages = svg.stage_chart(load_results(RESULTS / "local"))
     assert stages["ticks"][-1]["label"] != "1,000 ms"  # pre/post on their own, finer scale
     assert (
-        report._nice_max(0.7) == 1.0 and report._nice_max(34) == 50 and report._nice_max(101) == 200
+        svg.nice_max(0.7) == 1.0 and svg.nice_max(34) == 50 and svg.nice_max(101) == 200
     )
 
 
@@ -193,7 +196,7 @@ def test_missing_results_are_clear(tmp_path):
     with pytest.raises(DeployError, match="no such results folder"):
         load_results(tmp_path / "nope")
     with pytest.raises(DeployError, match="no results yet"):
-        report.latest_results(tmp_path)
+        model.latest_results(tmp_path)
 
 
 def test_compare_shows_deltas(tmp_path):
@@ -214,7 +217,7 @@ def test_compare_shows_deltas(tmp_path):
     assert "- fixture-b: only in the new run" in text
 
 
-# --- the remote side of deploy/bench.py: its scripts and the parsing of their output -------
+# --- the remote side of deploy/workflow/remote_bench.py: its scripts and the parsing of their output -------
 
 
 def test_bench_scripts_render_and_pass_bash_n_and_shellcheck(tmp_path):
@@ -271,9 +274,9 @@ def test_parse_poll_and_exit_names():
         "alive": False,
     }
     assert parse_poll("alive yes\n") == {"progress": None, "rc": None, "alive": True}
-    assert _signal_name(139) == "killed by signal 11 (SIGSEGV)"
-    assert _signal_name(137) == "killed by signal 9 (SIGKILL)"
-    assert _signal_name(1) == "exit 1"
+    assert signal_name(139) == "killed by signal 11 (SIGSEGV)"
+    assert signal_name(137) == "killed by signal 9 (SIGKILL)"
+    assert signal_name(1) == "exit 1"
 
 
 def test_new_stamp_never_reuses_a_folder(tmp_path):
@@ -285,12 +288,12 @@ def test_new_stamp_never_reuses_a_folder(tmp_path):
 
 def test_host_facts_rows_are_not_repeated():
     """Deploy's probe and the runner both report kernel and Pi model: each key shows once."""
-    results = report.load_results(
+    results = model.load_results(
         Path(__file__).resolve().parent.parent / "golden" / "bench-runs" / "local"
     )
     for result in results:
         result.data.setdefault("facts", {}).update({"kernel": "6.1", "pi model": "Raspberry Pi 4"})
-        keys = [key for key, _ in report._facts_table(result)["rows"]]
+        keys = [key for key, _ in facts_table(result)["rows"]]
         assert len(keys) == len(set(keys))
         assert "runner host" in keys and "versions" in keys
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deploy.report import render_reports
+from deploy.results.render import render_reports
 from tests.fixtures.browser import chromium_command
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bench-runs"

@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from deploy.errors import DeployError
-from deploy.service import StreamSettings, exec_start, render_unit
+from deploy.workflow.service import StreamSettings, exec_start, render_unit
 from tests.fixtures.video import make_video
 from tests.paths import REPO
 

@@ -6,7 +6,9 @@ imports too) and resolved to a module of the tree or a third-party top-level nam
 1. shipped code (retinaface/ minus tools/) imports nothing of retinaface.tools, deploy,
    pi_setup, fabric, invoke, jinja2, yaml, onnx or onnxslim, at any level, and the engines
    (torch, cv2, onnxruntime, tflite_runtime, ncnn, MNN) only inside functions (model.py: torch);
-2. deploy.results never imports deploy.hosts (vacuous until those packages exist);
+2. the rooms of deploy/: deploy.results never imports deploy.hosts or deploy.workflow;
+   pi_setup takes from deploy only deploy.hosts, deploy.paths, deploy.console and deploy.errors;
+   deploy.workflow takes from pi_setup only pi_setup.wheelhouse;
 3. no module imports a private name (`_x`) of another module of the tree;
 4. no import circle between modules of the tree, direct or longer.
 
@@ -29,34 +31,6 @@ NEVER_SHIPPED = ("retinaface.tools", "deploy", "pi_setup")
 WORKSTATION_PACKAGES = ("fabric", "invoke", "jinja2", "yaml", "onnx", "onnxslim")
 ENGINES = ("torch", "cv2", "onnxruntime", "tflite_runtime", "ncnn", "MNN")
 ENGINE_AT_MODULE_LEVEL_OK = {"retinaface.model": {"torch"}}
-
-# Violations (without their file:line) in code the parallel hosts restructuring (wt-hosts,
-# issue 19) owns and removes: listed so this test keeps everything else now. Each must still
-# exist (a stale entry fails), so the list empties itself at the merge.
-KNOWN = {
-    "private": {
-        *(
-            f"pi_setup.cross uses private pi_setup.emulator.{name}"
-            for name in (
-                "_in_namespace",
-                "_rmtree",
-                "_run_logged",
-                "_atomic_write",
-                "_compressor",
-                "_check_disk",
-                "_q",
-            )
-        ),  # fmt: skip
-        "pi_setup.cross uses private pi_setup.build_wheels._environment",
-        "pi_setup.wheel_gate uses private pi_setup.emulator._check_root",
-        "pi_setup.wheel_gate uses private pi_setup.emulator._locked",
-        "pi_setup.wheel_gate uses private pi_setup.emulator._in_namespace",
-        "deploy.sweep imports private deploy.report._nice_max",
-        "deploy.trust imports private deploy.connection._connect_error",
-    },
-    "cycle": {"deploy.report -> deploy.sweep -> deploy.report"},
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -170,14 +144,26 @@ def shipped_violations(root):
     return bad
 
 
+# (importing room, imported room, what it may take from there; None: nothing at all)
+ROOMS = (
+    ("deploy.results", "deploy.hosts", None),
+    ("deploy.results", "deploy.workflow", None),
+    ("pi_setup", "deploy", ("deploy.hosts", "deploy.paths", "deploy.console", "deploy.errors")),
+    ("deploy.workflow", "pi_setup", ("pi_setup.wheelhouse",)),
+)
+
+
 def results_violations(root):
-    """deploy.results must not import deploy.hosts (nothing to check before both exist)."""
+    """The rooms of deploy/ and pi_setup/ import each other only through their doors (ROOMS)."""
     modules, found = imports_of(root)
-    return [
-        f"{_where(item, modules, root)}: {item.module} imports {item.target}"
-        for item in found
-        if _within(item.module, ("deploy.results",)) and _within(item.target, ("deploy.hosts",))
-    ]
+    bad = []
+    for item in found:
+        for room, other, doors in ROOMS:
+            if not (_within(item.module, (room,)) and _within(item.target, (other,))):
+                continue
+            if doors is None or not _within(item.target, doors):
+                bad.append(f"{_where(item, modules, root)}: {item.module} imports {item.target}")
+    return bad
 
 
 def _private(name):
@@ -278,14 +264,8 @@ RULES = {
 }
 
 
-def _message(line):
-    """A violation without its `path:line: ` (cycles have none)."""
-    head, sep, rest = line.partition(": ")
-    return rest if sep and ".py:" in head else line
-
-
 def _unexpected(rule):
-    return [line for line in RULES[rule](REPO) if _message(line) not in KNOWN.get(rule, ())]
+    return RULES[rule](REPO)
 
 
 # --- the real tree -----------------------------------------------------------------------
@@ -303,18 +283,11 @@ def test_the_tree_keeps_the_rule(rule):
     assert _unexpected(rule) == []
 
 
-def test_known_violations_still_exist():
-    """A listed violation that is gone must leave the list: the list only ever shrinks."""
-    for rule, lines in KNOWN.items():
-        current = {_message(line) for line in RULES[rule](REPO)}
-        assert sorted(line for line in lines if line not in current) == [], rule
-
-
-def test_results_rule_has_its_packages_once_they_exist():
-    """Vacuous before the hosts restructure lands; once deploy/results exists so must hosts."""
-    if (REPO / "deploy" / "results").is_dir():
-        assert (REPO / "deploy" / "hosts").is_dir()
-        assert any(m.startswith("deploy.results") for m in modules_of(REPO))
+def test_the_rooms_exist():
+    """The rooms rule is about these packages: it must not pass because they are gone."""
+    modules = modules_of(REPO)
+    for room in ("deploy.results", "deploy.hosts", "deploy.workflow", "pi_setup.wheelhouse"):
+        assert any(_within(m, (room,)) for m in modules), room
 
 
 # --- each rule catches a planted case ----------------------------------------------------
@@ -375,6 +348,12 @@ def test_a_clean_synthetic_tree_passes(tmp_path):
           "deploy/hosts/connection.py": ""}, "results", "deploy.hosts.connection"),
         ({"deploy/results/svg.py": "from ..hosts.facts import Facts\n",
           "deploy/hosts/facts.py": ""}, "results", "deploy.hosts.facts"),
+        ({"deploy/results/render.py": "from deploy.workflow import release\n",
+          "deploy/workflow/release.py": ""}, "results", "deploy.workflow.release"),
+        ({"pi_setup/emulator.py": "from deploy.workflow.push import push\n",
+          "deploy/workflow/push.py": ""}, "results", "pi_setup.emulator imports deploy.workflow"),
+        ({"deploy/workflow/push.py": "def f():\n    from pi_setup import ort\n",
+          "pi_setup/ort.py": ""}, "results", "deploy.workflow.push imports pi_setup.ort"),
         ({"deploy/trust.py": "from .connection import _connect_error\n",
           "deploy/connection.py": "def _connect_error():\n    pass\n"}, "private",
          "private deploy.connection._connect_error"),

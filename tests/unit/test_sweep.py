@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.report import HostResult, load_result, render_tables
-from deploy.sweep import best_lines, cells, parse_sweep, study_table, sweep_section
+from deploy.results.model import HostResult, load_result
+from deploy.results.render import render_tables
+from deploy.results.sections.sweep import best_lines, cells, parse_sweep, sweep_section
+from deploy.results.study import study_table
 from retinaface.bench import telemetry
 from retinaface.bench.ort_profile import int8_verdict, op_summary, profile_model
 from retinaface.bench.run import BenchConfig, run_bench

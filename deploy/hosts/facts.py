@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from deploy.connection import HostConnection
 from deploy.errors import DeployError
-from deploy.render import render
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.scripts import render
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ import math
 from pathlib import Path
 
 from deploy.errors import DeployError
+from retinaface.bench.schema import STAGES, STATS  # the one definition: what the runner writes
 
 MAX_BYTES = 8 * 1024 * 1024  # a real bench.json is ~20 kB
 MAX_TEXT = 2000  # characters in one string field
 MAX_ITEMS = 64  # variants, warnings, versions, reasons…
-STAGES = ("pre", "infer", "post", "e2e")
-STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
 class _Bad(Exception):

@@ -1,7 +1,7 @@
 """Read an Ansible inventory as Ansible writes them: YAML, INI or `ansible-inventory --list` JSON.
 
 Each reader fills one `RawInventory` (groups with their own vars, hosts and children; hosts with
-their own vars), host ranges expanded; `deploy.inventory` resolves and validates it. The
+their own vars), host ranges expanded; `deploy.hosts.inventory` resolves and validates it. The
 `group_vars/` and `host_vars/` folders next to the inventory file are read here too.
 """
 

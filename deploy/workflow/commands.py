@@ -6,16 +6,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.deploy import HostProgress, deploy_host
-from deploy.facts import gather_facts
-from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
-from deploy.hostkeys import REPO_ROOT
-from deploy.inventory import Host, load_inventory
-from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
-from deploy.service import StreamSettings, service_action
-from deploy.trust import TrustResult, trust_host
-
-LOGS_DIR = REPO_ROOT / "build" / "logs"
+from deploy.hosts.facts import gather_facts
+from deploy.hosts.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
+from deploy.hosts.inventory import Host, load_inventory
+from deploy.hosts.trust import TrustResult, trust_host
+from deploy.paths import LOGS_DIR
+from deploy.workflow.push import HostProgress, deploy_host
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
+from deploy.workflow.service import StreamSettings, service_action
 
 
 def log_dir_for(command: str) -> Path:
@@ -112,14 +110,14 @@ def bundle(
     wheels_dir: Path = WHEELS_DIR,
     note: Callable[[str], None] = lambda message: None,
 ):
-    """Write the Ansible bundle of the current release (deploy.bundle).
+    """Write the Ansible bundle of the current release (deploy.workflow.bundle).
 
     The wheels that fit come from one host's facts (`host`), from wheel tags (`tags`, comma
     separated, e.g. cp39-cp39-linux_armv7l), or none (the runner wheel is pure Python).
     """
-    from deploy.bundle import BUNDLE_DIR, write_bundle
-    from deploy.connection import open_host
     from deploy.errors import DeployError
+    from deploy.hosts.connection import open_host
+    from deploy.workflow.bundle import BUNDLE_DIR, write_bundle
 
     if host and tags:
         raise DeployError("give --host or --tags, not both")

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.errors import (
+from deploy.errors import DeployError
+from deploy.hosts.errors import (
     AuthenticationError,
     ChangedHostKeyError,
-    DeployError,
     UnknownHostKeyError,
     UnreachableError,
 )
-from deploy.hostkeys import known_hosts_files
-from deploy.inventory import Host
+from deploy.hosts.inventory import Host
+from deploy.paths import known_hosts_files
 
 CONNECT_TIMEOUT = 10.0  # TCP connect and SSH banner/auth, seconds
 CHANNEL_TIMEOUT = 20.0  # opening a session/SFTP channel
@@ -594,7 +594,7 @@ def key_is_encrypted(path: Path) -> bool:
     return cipher != b"none"
 
 
-def _connect_error(host: Host, conn, error: BaseException) -> DeployError:
+def connect_error(host: Host, conn, error: BaseException) -> DeployError:
     """Translate what Paramiko raised while connecting into one clear error."""
     import paramiko
 
@@ -692,7 +692,7 @@ def open_host(
         conn.open()
     except (paramiko.SSHException, OSError, EOFError) as error:
         conn.close()
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     conn.transport.set_keepalive(KEEPALIVE)
     return SSHConnection(host, conn, command_timeout, log)
 

@@ -1,4 +1,5 @@
-"""Render the Jinja2 templates in templates/ (StrictUndefined: a missing variable is an error)."""
+"""The one Jinja environment for remote scripts (deploy, bench, service, build, setup): templates/,
+StrictUndefined (a missing variable is an error), every value through `|shq`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from functools import lru_cache
 
 import jinja2
 
-from deploy.hostkeys import REPO_ROOT
-
-TEMPLATES = REPO_ROOT / "templates"
+from deploy.paths import TEMPLATES
 
 
 def shell_quote(value) -> str:
@@ -39,6 +38,10 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        # bash's ${#array[@]} would open a Jinja comment: use {## ... ##} for those. The build
+        # scripts keep their layout with `{%+ … +%}` where a tag's newline must stay.
+        comment_start_string="{##",
+        comment_end_string="##}",
     )
     return add_shell_filters(env)
 

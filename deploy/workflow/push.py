@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.connection import HostConnection
 from deploy.errors import DeployError
-from deploy.facts import Facts, gather_facts
-from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
-from deploy.render import render
-from deploy.service import restart_after_switch
-from deploy.sync import (
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.facts import Facts, gather_facts
+from deploy.hosts.scripts import render
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
+from deploy.workflow.service import restart_after_switch
+from deploy.workflow.sync import (
     SyncPlan,
     acquire_lock,
     activate,
@@ -32,6 +32,7 @@ from deploy.sync import (
     release_lock,
     sha256sums,
 )
+from pi_setup.wheelhouse import wheel_requirements
 
 # progress(bytes_done, bytes_total) for one host's uploads.
 HostProgress = Callable[[int, int], None]
@@ -129,21 +130,6 @@ def release_record(plan: ReleasePlan) -> dict:
         "files": {item.rel: {"sha256": item.sha256, "bytes": item.size} for item in plan.files},
     }
 
-
-def wheel_requirements(wheel_names) -> tuple[list[str], list[str]]:
-    """(pip requirements, apt packages) the wheels about to be installed need on the host.
-
-    onnxruntime's armv7l wheels need numpy>=1.20,<2 and libgomp1/libatomic1 (pi_setup.ort).
-    """
-    from pi_setup.ort import host_requirements
-
-    pip: list[str] = []
-    apt: list[str] = []
-    for name in wheel_names:
-        wheel_pip, wheel_apt = host_requirements(Path(name))
-        pip += [r for r in wheel_pip if r not in pip]
-        apt += [a for a in wheel_apt if a not in apt]
-    return pip, apt
 
 
 def missing_requirements(host: str, facts: Facts, wheel_names) -> Optional[str]:

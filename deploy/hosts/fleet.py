@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from deploy.connection import HostConnection, open_host
-from deploy.errors import DeployError, InventoryError, UnreachableError
-from deploy.inventory import Host
+from deploy.errors import DeployError, InventoryError
+from deploy.hosts.connection import HostConnection, open_host
+from deploy.hosts.errors import UnreachableError
+from deploy.hosts.inventory import Host
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 4
 DEFAULT_FORKS = 10  # Ansible's default

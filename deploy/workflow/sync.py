@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.connection import HostConnection
 from deploy.errors import DeployError
-from deploy.release import ReleaseFile
-from deploy.render import render
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.scripts import render
+from deploy.workflow.release import ReleaseFile
 
 METADATA = ("SHA256SUMS", "deploy.json")
-RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # deploy.release.release_id: 16 hex digits
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # deploy.workflow.release.release_id: 16 hex digits
 LAYOUT_REFUSED = 5  # exit status of templates/deploy_layout.inc.j2
 
 

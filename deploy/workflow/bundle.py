@@ -8,7 +8,7 @@
       filter_plugins/shq.py      the `shq` filter those scripts quote with
       SHA256SUMS                 of every file above
 
-The playbook does on each host what `deploy.deploy.deploy_host` does, with the same scripts, so
+The playbook does on each host what `deploy.workflow.push.deploy_host` does, with the same scripts, so
 the host ends up with the same layout; a second run changes nothing.
 """
 
@@ -26,14 +26,14 @@ from typing import Iterable, Optional
 
 import yaml
 
-from deploy.deploy import release_record, wheel_requirements
 from deploy.errors import DeployError
-from deploy.hostkeys import REPO_ROOT
-from deploy.inventory import DEFAULT_DEPLOY_DIR, DEFAULT_KEEP_RELEASES
-from deploy.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release, wheel_tags
-from deploy.render import TEMPLATES, render
+from deploy.hosts.inventory import DEFAULT_DEPLOY_DIR, DEFAULT_KEEP_RELEASES
+from deploy.hosts.scripts import TEMPLATES, render
+from deploy.paths import BUNDLE_DIR
+from deploy.workflow.push import release_record
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, ReleasePlan, plan_release
+from pi_setup.wheelhouse import wheel_requirements, wheel_tags
 
-BUNDLE_DIR = REPO_ROOT / "build" / "bundle"
 # Scripts the playbook renders on the controller (Ansible's template lookup) and runs on hosts.
 HOST_SCRIPTS = (
     "facts.sh.j2",
@@ -44,7 +44,7 @@ HOST_SCRIPTS = (
     "deploy_layout.inc.j2",  # included by the state, link and activate scripts
     "bundle_unpack.sh.j2",
 )
-FILTER_PLUGIN = '''"""The `shq` filter of retinaface-pi's templates (deploy/render.py): quote for bash."""
+FILTER_PLUGIN = '''"""The `shq` filter of retinaface-pi's templates (deploy/hosts/scripts.py): quote for bash."""
 
 import shlex
 
@@ -122,7 +122,7 @@ def write_bundle(
 
     Written under a temp name and renamed, so a bundle folder is never half-written.
     """
-    from deploy.sync import sha256sums
+    from deploy.workflow.sync import sha256sums
 
     plan = plan_release(
         host_tags, models_dir, wheels_dir, runner_wheel=runner_wheel, manifest=manifest

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import InventoryError
-from deploy.hostkeys import REPO_ROOT
-from deploy.inventory_sources import (
+from deploy.hosts.inventory_sources import (
     RawInventory,
     load_json,
     load_yaml,
@@ -26,8 +25,8 @@ from deploy.inventory_sources import (
     read_vars_dirs,
     read_yaml,
 )
+from deploy.paths import DEFAULT_INVENTORY
 
-DEFAULT_INVENTORY = REPO_ROOT / "inventory.yaml"
 DEFAULT_HOST = "local"
 DEFAULT_DEPLOY_DIR = "~/retinaface-pi"
 DEFAULT_KEEP_RELEASES = 3

@@ -9,22 +9,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import re
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from deploy.errors import DeployError
-from deploy.hostkeys import REPO_ROOT
-from retinaface.files import sha256_file
+from deploy.paths import MODELS_DIR, PROBE_IMAGE, REPO_ROOT, RUNNER_BUILD_DIR, WHEELS_DIR
+from pi_setup.wheelhouse import matching_wheels
+from retinaface.files import sha256_file, write_atomic
 
-MODELS_DIR = REPO_ROOT / "build" / "models"
-WHEELS_DIR = REPO_ROOT / "wheels"
-RUNNER_BUILD_DIR = REPO_ROOT / "build" / "runner"
-PROBE_IMAGE = Path(__file__).resolve().parent / "assets" / "probe.jpg"
 RUNNER_DIST = "retinaface_pi_runner"
 RUNNER_VERSION = "0.1.0"
 LAYOUT = 1  # bump when the release layout changes; part of the release id
@@ -179,36 +174,12 @@ def build_runner_wheel(out_dir: Path = RUNNER_BUILD_DIR, src_dir: Optional[Path]
     path = folder / name
     if path.is_file() and path.read_bytes() == data:
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return path
 
 
 # --- wheels from wheels/ that fit the host ---------------------------------------------
 
-
-def wheel_tags(file_name: str) -> set[str]:
-    """Every `py-abi-plat` tag a wheel file name claims (compressed tag sets expanded)."""
-    parts = file_name[: -len(".whl")].split("-")
-    if not file_name.endswith(".whl") or len(parts) not in (5, 6):
-        return set()
-    py, abi, plat = parts[-3:]
-    return {f"{p}-{a}-{t}" for p in py.split(".") for a in abi.split(".") for t in plat.split(".")}
-
-
-def matching_wheels(wheels_dir: Path, host_tags: Iterable[str]) -> list[Path]:
-    """Wheels in `wheels_dir` installable on a host with `host_tags`, best version per project."""
-    supported = set(host_tags)
-    chosen: dict[str, Path] = {}
-    for path in sorted(Path(wheels_dir).glob("*.whl")):
-        if path.name.startswith(RUNNER_DIST + "-"):
-            continue
-        if wheel_tags(path.name) & supported:
-            project = path.name.split("-")[0].lower().replace("_", "-")
-            chosen[project] = path  # sorted by name: the last one is the newest by string order
-    return [chosen[key] for key in sorted(chosen)]
 
 
 @dataclass(frozen=True)
@@ -234,7 +205,7 @@ def plan_release(
     manifest = manifest if manifest is not None else ensure_models(models_dir)
     files = model_files(models_dir, manifest)
     runner = Path(runner_wheel) if runner_wheel else build_runner_wheel()
-    extra = matching_wheels(wheels_dir, host_tags) if Path(wheels_dir).is_dir() else []
+    extra = matching_wheels(wheels_dir, host_tags, skip=(RUNNER_DIST,)) if Path(wheels_dir).is_dir() else []
     files.append(release_file(f"wheelhouse/{runner.name}", runner))
     files += [release_file(f"wheelhouse/{path.name}", path) for path in extra]
     files.append(release_file("probe.jpg", probe))

@@ -15,9 +15,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
-from deploy.connection import HostConnection
 from deploy.errors import DeployError
-from deploy.render import render
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.scripts import render
 
 UNIT = "retinaface-stream.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"

@@ -1,4 +1,8 @@
-"""Where the project keeps the host keys it trusts (besides the user's ~/.ssh/known_hosts)."""
+"""The project's folders and files, defined once (deploy, pi_setup and tasks.py import them here).
+
+Also where the project keeps the host keys it trusts (besides the user's ~/.ssh/known_hosts)
+and the cache of slow artefacts kept outside the checkout.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,17 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO_ROOT / "build"
+MODELS_DIR = BUILD_DIR / "models"
+RUNNER_BUILD_DIR = BUILD_DIR / "runner"
+LOGS_DIR = BUILD_DIR / "logs"
+BUNDLE_DIR = BUILD_DIR / "bundle"
+WHEELS_DIR = REPO_ROOT / "wheels"
+WHEEL_LOCK = WHEELS_DIR / "lock.yaml"
+RESULTS_DIR = REPO_ROOT / "results"
+TEMPLATES = REPO_ROOT / "templates"
+DEFAULT_INVENTORY = REPO_ROOT / "inventory.yaml"
+PROBE_IMAGE = REPO_ROOT / "deploy" / "assets" / "probe.jpg"
 
 
 def project_known_hosts() -> Path:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from deploy.connection import CONNECT_TIMEOUT, _connect_error, fabric_connection, fingerprint
-from deploy.errors import ChangedHostKeyError, DeployError
-from deploy.hostkeys import known_hosts_files, project_known_hosts
-from deploy.inventory import Host
+from deploy.errors import DeployError
+from deploy.hosts.connection import CONNECT_TIMEOUT, connect_error, fabric_connection, fingerprint
+from deploy.hosts.errors import ChangedHostKeyError
+from deploy.hosts.inventory import Host
+from deploy.paths import known_hosts_files, project_known_hosts
+from retinaface.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
             sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as error:
         _close_gateway(conn)
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout
@@ -69,7 +70,7 @@ def fetch_host_key(host: Host, timeout: float = CONNECT_TIMEOUT):
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as error:
-        raise _connect_error(host, conn, error) from None
+        raise connect_error(host, conn, error) from None
     finally:
         transport.close()
         _close_gateway(conn)
@@ -110,25 +111,41 @@ def trust_host(host: Host, confirm: Callable[[TrustResult], bool]) -> TrustResul
     if not confirm(result):
         return TrustResult(**{**result.__dict__, "status": "declined"})
     target = project_known_hosts()
-    _append_line(target, f"{key_name} {key.get_name()} {key.get_base64()}\n")
+    append_known_host(target, f"{key_name} {key.get_name()} {key.get_base64()}\n")
     return TrustResult(**{**result.__dict__, "file": target})
 
 
-def _append_line(path: Path, line: str) -> None:
-    """Append one line to `path` atomically (temp file, then rename); create it 0600 in a 0700 dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.parent.name == ".ssh":
-        os.chmod(path.parent, 0o700)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    tmp = None
-    try:  # mkstemp: a fresh unpredictable name (O_EXCL, 0600), never a planted symlink
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(old + line)
-        os.replace(tmp, path)
+def append_known_host(path: Path, line: str) -> None:
+    """Append one known_hosts line to `path`; never replaces what is recorded."""
+    old = _read_known_hosts(path)
+    _write_known_hosts(path, old + [line.rstrip("\n")])
+
+
+def record_own_host_key(key_name: str, kind: str, blob: str) -> Path:
+    """Record the key of a host this workstation made itself (an emulated Pi, whose key is
+    generated per root filesystem here): its earlier lines for exactly `key_name` go, the new
+    line is appended to the project file. Never for a host's word about its own key: a host
+    that changed its key is refused by `trust_host`."""
+    path = project_known_hosts()
+    kept = [line for line in _read_known_hosts(path) if line.split(" ", 1)[0] != key_name]
+    _write_known_hosts(path, kept + [f"{key_name} {kind} {blob}"])
+    return path
+
+
+def _read_known_hosts(path: Path) -> list:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _write_known_hosts(path: Path, lines: list) -> None:
+    """The one writer of known_hosts: whole or not at all (temp name, rename), 0600, its .ssh
+    folder 0700; a planted temp name is never followed (mkstemp)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent.name == ".ssh":
+            os.chmod(path.parent, 0o700)
+        write_atomic(path, "".join(line + "\n" for line in lines), 0o600)
     except OSError as error:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         raise DeployError(f"{path}: cannot write known hosts: {error.strerror}") from None

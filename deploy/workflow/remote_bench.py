@@ -17,17 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.bench_schema import read_bench
-from deploy.commands import log_dir_for
-from deploy.connection import HostConnection
-from deploy.deploy import deploy_host
 from deploy.errors import DeployError
-from deploy.facts import gather_facts
-from deploy.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
-from deploy.inventory import load_inventory
-from deploy.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
-from deploy.render import render
-from deploy.report import RESULTS_DIR, ReportFiles, load_result, render_reports, write_atomic
+from deploy.hosts.connection import HostConnection
+from deploy.hosts.facts import gather_facts
+from deploy.hosts.fleet import DEFAULT_FORKS, FleetResult, check_forks, run_on
+from deploy.hosts.inventory import load_inventory
+from deploy.hosts.scripts import render
+from deploy.paths import RESULTS_DIR
+from deploy.results.model import load_result
+from deploy.results.render import ReportFiles, render_reports, write_atomic
+from deploy.results.schema import read_bench
+from deploy.workflow.commands import log_dir_for
+from deploy.workflow.push import deploy_host
+from deploy.workflow.release import MODELS_DIR, WHEELS_DIR, build_runner_wheel, ensure_models
 
 POLL_SECONDS = 1.0
 STDERR_TAIL = 2000  # characters of the runner's stderr in an error message
@@ -108,7 +110,7 @@ class BenchRun:
         return self.fleet.exit_code
 
 
-def _signal_name(rc: int) -> str:
+def signal_name(rc: int) -> str:
     if rc > 128:
         try:
             return f"killed by signal {rc - 128} ({signal.Signals(rc - 128).name})"
@@ -228,7 +230,7 @@ def run_remote_bench(
     if state["rc"] != 0:
         stderr = _tail(conn, f"{run_dir}/stderr.log")
         raise DeployError(
-            f"{conn.host.name}: the runner failed ({_signal_name(state['rc'])}); "
+            f"{conn.host.name}: the runner failed ({signal_name(state['rc'])}); "
             f"stderr:\n{stderr or '(empty)'}\n(run directory {run_dir} kept on the host)"
         )
     return f"{run_dir}/bench.json"
