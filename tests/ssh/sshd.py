@@ -51,6 +51,15 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, already dead, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -147,10 +156,10 @@ class Sshd:
         self.proc.wait(timeout=10)
         self.proc = None
 
-    def stop(self) -> None:
-        """Terminate the server and its sessions."""
+    def stop(self) -> list[int]:
+        """Terminate the server and its sessions; returns the pids that outlived a SIGKILL."""
         if self.proc is None:
-            return
+            return []
         kids = _descendants(self.proc.pid)
         self.proc.terminate()
         for pid in kids:
@@ -163,3 +172,14 @@ class Sshd:
         except subprocess.TimeoutExpired:
             self.kill()
         self.proc = None
+        for _ in range(200):  # sessions exit on SIGTERM; give them up to 10 s, then SIGKILL
+            kids = [pid for pid in kids if alive(pid)]
+            if not kids:
+                return []
+            time.sleep(0.05)
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return kids
