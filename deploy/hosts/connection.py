@@ -409,6 +409,7 @@ class SSHConnection(HostConnection):
         try:
             with self._deadline(f"exec of {what}", deadline - time.monotonic()):
                 channel.exec_command(command)
+            with self._deadline(f"stdin of {what}", deadline - time.monotonic()):
                 if stdin:
                     channel.sendall(stdin.encode())
                 channel.shutdown_write()
