@@ -300,6 +300,7 @@ class BuildStatus:
     wheels: Tuple[str, ...] = ()
     detail: str = ""
     rejected: Tuple[str, ...] = ()  # names in dist/ that are not plain wheel file names
+    malformed: int = 0  # state lines the builder wrote that do not parse (ignored)
 
     @property
     def elapsed(self) -> Optional[int]:
@@ -351,21 +352,26 @@ def parse_status(out: str) -> BuildStatus:
     wheels: List[str] = []
     rejected: List[str] = []
     events: List[Tuple[int, str]] = []
+    malformed = 0
     for line in out.splitlines():
         kind, _, rest = line.partition(" ")
-        if kind == "now" and rest.strip().isdigit():
+        if kind == "now" and _COUNT.match(rest.strip()):
             now = int(rest)
         elif kind == "pid":
             value, _, flag = rest.partition(" ")
-            pid = int(value) if value.isdigit() else None
+            pid = int(value) if _COUNT.match(value) else None
             alive = flag.strip() == "yes"
         elif kind == "wheel":
             name = rest.strip()
             (wheels if is_wheel_name(name) else rejected).append(name)
         elif kind == "state":
+            # The builder writes this file: a stamp of plain ASCII digits (isdigit() takes "²",
+            # int() refuses 5000 digits) and a non-empty event, or the line is ignored.
             stamp, _, event = rest.partition(" ")
-            if stamp.isdigit():
+            if _COUNT.match(stamp) and event.strip():
                 events.append((int(stamp), event.strip()))
+            else:
+                malformed += 1
     commits: Dict[str, str] = {}
     seconds: Dict[str, int] = {}
     for _, event in events:  # every run: later ones win
@@ -373,11 +379,22 @@ def parse_status(out: str) -> BuildStatus:
         if words[:1] == ["commit"] and len(words) == 3:
             commits[words[1]] = words[2]
         elif words[:1] == ["built"] and len(words) == 3 and words[2].startswith("seconds="):
-            seconds[words[1]] = int(words[2].split("=", 1)[1])
+            value = words[2].split("=", 1)[1]
+            if _COUNT.match(value):
+                seconds[words[1]] = int(value)
+            else:
+                malformed += 1
     starts = [i for i, (_, e) in enumerate(events) if e.startswith("start")]
     if not starts:
         return BuildStatus(
-            "not-started", "", None, now, pid, wheels=tuple(wheels), rejected=tuple(rejected)
+            "not-started",
+            "",
+            None,
+            now,
+            pid,
+            wheels=tuple(wheels),
+            rejected=tuple(rejected),
+            malformed=malformed,
         )
     run = events[starts[-1] :]
     started = run[0][0]
@@ -413,8 +430,12 @@ def parse_status(out: str) -> BuildStatus:
         wheels=tuple(wheels),
         detail=final,
         rejected=tuple(rejected),
+        malformed=malformed,
     )
     return status
+
+
+_COUNT = re.compile(r"[0-9]{1,15}\Z")  # a stamp or a number of seconds the builder wrote
 
 
 def is_wheel_name(name: str) -> bool:

@@ -85,6 +85,7 @@ class Sshd:
         self.config = self.root / "sshd_config"
         self.log = self.root / "sshd.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_config: list[str] = []  # more sshd_config lines (e.g. a ForceCommand)
 
     @property
     def known_hosts_line(self) -> str:
@@ -115,6 +116,7 @@ class Sshd:
                     "MaxSessions 50",
                     "LogLevel VERBOSE",
                     "Subsystem sftp internal-sftp",
+                    *self.extra_config,
                     "",
                 ]
             )
