@@ -81,6 +81,7 @@ def contexts(bad: str):
             "apt_packages": [bad],
             "target_debs": [bad],
             "target_prefix": bad,
+            "tool_side": [bad],
             "build_side": [bad],
             "cross_side": [bad],
         },
