@@ -67,9 +67,16 @@ def matching_wheels(
         if any(path.name.startswith(dist + "-") for dist in skip):
             continue
         if wheel_tags(path.name) & supported:
-            project = path.name.split("-")[0].lower().replace("_", "-")
-            chosen[project] = path  # sorted by name: the last one is the newest by string order
+            project = re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
+            if project not in chosen or _version(path) > _version(chosen[project]):
+                chosen[project] = path  # the newest by number (1.10 after 1.9), not by name
     return [chosen[key] for key in sorted(chosen)]
+
+
+def _version(path: Path) -> list:
+    """The wheel's version as numbers where it has them (1.10 sorts after 1.9)."""
+    version = path.name.split("-")[1] if path.name.count("-") >= 4 else ""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", version)]
 
 
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
