@@ -32,7 +32,8 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         stdout, stderr = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr)  # notes go to stderr
+        # notes and progress bars go to stderr: bars keep their \r and cursor-up
+        sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr, progress=True)
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as error:
