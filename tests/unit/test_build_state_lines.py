@@ -37,4 +37,3 @@ def test_well_formed_lines_are_not_counted():
 def test_a_crafted_now_or_pid_is_ignored():
     status = bw.parse_status("now ²\npid ³ yes\nstate 1 start\n")
     assert status.pid is None and status.state == "running"
-

@@ -117,4 +117,3 @@ def test_metrics_show_the_url_without_its_query():
     assert display_source(SECRET_URL) == "rtsp://cam.local:554/live?…"
     assert display_source("rtsp://u:p@cam/live") == "rtsp://cam/live"
     assert display_source("/dev/video0") == "/dev/video0"
-

@@ -1,6 +1,7 @@
 """Tasks write stderr through the terminal-safe helper (issue 21 item 6); tqdm's bars there
 still redraw in place (carriage return, cursor-up), every other control character is escaped."""
 
+
 def test_stderr_keeps_progress_bars_and_escapes_the_rest():
     import io
 
