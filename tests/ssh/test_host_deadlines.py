@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from deploy import connection
-from deploy.connection import open_host
 from deploy.errors import UnreachableError
-from deploy.inventory import load_inventory
+from deploy.hosts import connection
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
 from tests.ssh.hostile_sshd import HostileSshd
 
 pytestmark = pytest.mark.ssh

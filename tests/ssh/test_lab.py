@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from deploy.connection import open_host
-from deploy.inventory import load_inventory
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import load_inventory
 from tests.ssh.conftest import Lab
 from tests.ssh.sshd import alive
 

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from deploy.connection import open_host
-from deploy.inventory import LOCAL_HOST
-from deploy.service import ENV_FILE, StreamSettings, render_unit, write_env
-from retinaface.frame_sources import display_source
+from deploy.hosts.connection import open_host
+from deploy.hosts.inventory import LOCAL_HOST
+from deploy.workflow.service import ENV_FILE, StreamSettings, render_unit, write_env
+from retinaface.live.sources import display_source
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 SECRET_URL = "rtsp://cam.local:554/live?user=admin&pwd=hunter2"
