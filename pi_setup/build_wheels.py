@@ -541,7 +541,7 @@ def start_build(
 def _plan_file(host: str, work: str) -> Path:
     """Where the workstation keeps the plan it sent to `host` for `work` (outside the checkout,
     private to the user): the pull trusts this copy, never the builder's plan.json."""
-    from deploy.hostkeys import cache_dir
+    from deploy.paths import cache_dir
 
     key = hashlib.sha256(f"{host}\0{work}".encode()).hexdigest()[:16]
     return cache_dir() / "build-plans" / f"{key}.json"

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional
 
 from deploy.errors import DeployError
 from deploy.paths import MODELS_DIR, PROBE_IMAGE, REPO_ROOT, RUNNER_BUILD_DIR, WHEELS_DIR
-from pi_setup.wheelhouse import matching_wheels
+from pi_setup.wheelhouse import matching_wheels, wheel_problem
 from retinaface.files import sha256_file, write_atomic
 
 RUNNER_DIST = "retinaface_pi_runner"
@@ -181,42 +181,12 @@ def build_runner_wheel(out_dir: Path = RUNNER_BUILD_DIR, src_dir: Optional[Path]
 # --- wheels from wheels/ that fit the host ---------------------------------------------
 
 
-def _project(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def check_wheel(path: Path) -> None:
-    """A wheel from wheels/ may ship only when it is what lock.yaml pins (projects the lock owns:
-    onnxruntime, by blob SHA-1 / sha256) or what wheels/manifest.json recorded when it was built
-    and gated (by sha256). DeployError otherwise, naming the file."""
-    import json
-
-    from pi_setup.ort import check_digests, load_lock
-
-    folder = path.parent
-    project = _project(path.name.split("-")[0])
-    lock_path = folder / "lock.yaml"
-    if not lock_path.is_file():
-        lock_path = WHEELS_DIR / "lock.yaml"
-    lock = load_lock(lock_path)
-    if project == "onnxruntime":  # the one project lock.yaml pins
-        pinned = [w for w in lock.wheels if w.file == path.name]
-        problem = check_digests(path, pinned[0]) if pinned else "the lock does not list it"
-        if problem:
-            raise DeployError(f"{path}: not the onnxruntime wheel lock.yaml pins ({problem})")
-        return
-    try:
-        recorded = json.loads((folder / "manifest.json").read_text())["wheels"][path.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise DeployError(
-            f"{path}: not in {folder / 'manifest.json'} (wheels there come from build-wheels, "
-            "which records them, or fetch-ort); refusing to ship it"
-        ) from None
-    digest = sha256_file(path)
-    if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
-        raise DeployError(
-            f"{path}: sha256 {digest} is not the one manifest.json recorded; refusing to ship it"
-        )
+    """A wheel from wheels/ ships only when it is what lock.yaml pins or what manifest.json
+    recorded (pi_setup.wheelhouse.wheel_problem); DeployError otherwise, naming the file."""
+    problem = wheel_problem(path, WHEELS_DIR / "lock.yaml")
+    if problem:
+        raise DeployError(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)

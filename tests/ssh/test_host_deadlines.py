@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from deploy.errors import UnreachableError
 from deploy.hosts import connection
 from deploy.hosts.connection import open_host
+from deploy.hosts.errors import UnreachableError
 from deploy.hosts.inventory import load_inventory
 from tests.ssh.hostile_sshd import HostileSshd
 
