@@ -25,14 +25,15 @@ USER_ERRORS = (ModelError, InventoryError, DeployError, WheelError, EmulatorErro
 def user_errors(func):
     """Turn a user error into one clear line on stderr and exit code 1 (no traceback).
 
-    Everything the task prints goes through `safe_text`: hosts' text cannot reach the terminal
-    as escape sequences.
+    Everything the task prints, on stdout and stderr, goes through `safe_text`: hosts' text
+    cannot reach the terminal as escape sequences.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        stdout = sys.stdout
-        sys.stdout = SafeStream(stdout)
+        stdout, stderr = sys.stdout, sys.stderr
+        # notes and progress bars go to stderr: bars keep their \r and cursor-up
+        sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr, progress=True)
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as error:
@@ -41,7 +42,8 @@ def user_errors(func):
             raise Exit("interrupted", code=130) from None
         finally:
             sys.stdout.flush()
-            sys.stdout = stdout
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = stdout, stderr
 
     return wrapper
 
@@ -874,6 +876,8 @@ def build_status(
         print(f"  {name} compiled in {seconds // 60} min {seconds % 60} s")
     for name in status.wheels:
         print(f"  finished: {name}")
+    if status.malformed:
+        print(f"  ignored {status.malformed} malformed line(s) in the builder's state file")
     for wheel in pulled:
         print(f"  pulled: {wheel.path} ({'copied' if wheel.copied else 'already here'})")
 

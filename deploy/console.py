@@ -21,20 +21,32 @@ def _visible(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def safe_text(text) -> str:
-    """`text` with every control character but newline and tab shown as an escape."""
-    return _CONTROL.sub(_visible, str(text))
+# For progress bars on stderr: carriage return and tqdm's cursor-up stay, the rest as above.
+_CONTROL_BUT_CR = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_CURSOR_UP = "\x1b[A"
+
+
+def safe_text(text, progress: bool = False) -> str:
+    """`text` with every control character but newline and tab shown as an escape; with
+    `progress`, carriage returns and cursor-up (what tqdm draws bars with) are kept too."""
+    if not progress:
+        return _CONTROL.sub(_visible, str(text))
+    parts = str(text).split(_CURSOR_UP)
+    return _CURSOR_UP.join(_CONTROL_BUT_CR.sub(_visible, part) for part in parts)
 
 
 class SafeStream(io.TextIOBase):
     """A text stream that writes `safe_text` of everything to the stream it wraps."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, progress: bool = False):
         super().__init__()
         self._stream = stream
+        self._progress = progress
 
     def write(self, text: str) -> int:
-        self._stream.write(safe_text(text))
+        self._stream.write(safe_text(text, self._progress))
         return len(text)
 
     def flush(self) -> None:

@@ -8,6 +8,7 @@ build.pid, state (one `<epoch> <event>` line per stage), plan.json, src/, dist/,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -300,6 +301,7 @@ class BuildStatus:
     wheels: Tuple[str, ...] = ()
     detail: str = ""
     rejected: Tuple[str, ...] = ()  # names in dist/ that are not plain wheel file names
+    malformed: int = 0  # state lines the builder wrote that do not parse (ignored)
 
     @property
     def elapsed(self) -> Optional[int]:
@@ -351,21 +353,26 @@ def parse_status(out: str) -> BuildStatus:
     wheels: List[str] = []
     rejected: List[str] = []
     events: List[Tuple[int, str]] = []
+    malformed = 0
     for line in out.splitlines():
         kind, _, rest = line.partition(" ")
-        if kind == "now" and rest.strip().isdigit():
+        if kind == "now" and _COUNT.match(rest.strip()):
             now = int(rest)
         elif kind == "pid":
             value, _, flag = rest.partition(" ")
-            pid = int(value) if value.isdigit() else None
+            pid = int(value) if _COUNT.match(value) else None
             alive = flag.strip() == "yes"
         elif kind == "wheel":
             name = rest.strip()
             (wheels if is_wheel_name(name) else rejected).append(name)
         elif kind == "state":
+            # The builder writes this file: a stamp of plain ASCII digits (isdigit() takes "²",
+            # int() refuses 5000 digits) and a non-empty event, or the line is ignored.
             stamp, _, event = rest.partition(" ")
-            if stamp.isdigit():
+            if _COUNT.match(stamp) and event.strip():
                 events.append((int(stamp), event.strip()))
+            else:
+                malformed += 1
     commits: Dict[str, str] = {}
     seconds: Dict[str, int] = {}
     for _, event in events:  # every run: later ones win
@@ -373,11 +380,22 @@ def parse_status(out: str) -> BuildStatus:
         if words[:1] == ["commit"] and len(words) == 3:
             commits[words[1]] = words[2]
         elif words[:1] == ["built"] and len(words) == 3 and words[2].startswith("seconds="):
-            seconds[words[1]] = int(words[2].split("=", 1)[1])
+            value = words[2].split("=", 1)[1]
+            if _COUNT.match(value):
+                seconds[words[1]] = int(value)
+            else:
+                malformed += 1
     starts = [i for i, (_, e) in enumerate(events) if e.startswith("start")]
     if not starts:
         return BuildStatus(
-            "not-started", "", None, now, pid, wheels=tuple(wheels), rejected=tuple(rejected)
+            "not-started",
+            "",
+            None,
+            now,
+            pid,
+            wheels=tuple(wheels),
+            rejected=tuple(rejected),
+            malformed=malformed,
         )
     run = events[starts[-1] :]
     started = run[0][0]
@@ -413,8 +431,12 @@ def parse_status(out: str) -> BuildStatus:
         wheels=tuple(wheels),
         detail=final,
         rejected=tuple(rejected),
+        malformed=malformed,
     )
     return status
+
+
+_COUNT = re.compile(r"[0-9]{1,15}\Z")  # a stamp or a number of seconds the builder wrote
 
 
 def is_wheel_name(name: str) -> bool:
@@ -504,6 +526,7 @@ def start_build(
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan_record(plan), indent=2))
         conn.put(plan_path, f"{work}/plan.json", sha256=sha256_file(plan_path))
+        remember_plan(conn.host.name, work, plan_record(plan))
     launched = conn.run(
         f"cd {_q(work)} && {{ printf '\\n===== run %s =====\\n' \"$(date '+%F %T')\" >> build.log; "
         f"setsid nohup bash {_q(work + '/build.sh')} >> build.log 2>&1 < /dev/null & "
@@ -513,6 +536,52 @@ def start_build(
     if not launched.isdigit():
         raise WheelError(f"{conn.host.name}: could not start the build (got {launched!r})")
     return StartResult(work, int(launched), False, script)
+
+
+def _plan_file(host: str, work: str) -> Path:
+    """Where the workstation keeps the plan it sent to `host` for `work` (outside the checkout,
+    private to the user): the pull trusts this copy, never the builder's plan.json."""
+    from deploy.paths import cache_dir
+
+    key = hashlib.sha256(f"{host}\0{work}".encode()).hexdigest()[:16]
+    return cache_dir() / "build-plans" / f"{key}.json"
+
+
+def remember_plan(host: str, work: str, record: Dict[str, Any]) -> None:
+    """Record the plan sent to a builder (mode 0600, atomic) for a later pull."""
+    path = _plan_file(host, work)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
+
+
+def sent_plan(host: str, work: str) -> Dict[str, Any]:
+    """The plan this workstation sent to `host` for `work`; WheelError when it sent none."""
+    path = _plan_file(host, work)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WheelError(
+            f"{host}: this workstation started no build in {work} (no plan in {path.parent}); "
+            "only wheels of a plan we sent are pulled: run `invoke build-wheels` first"
+        ) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise WheelError(f"{path}: cannot read the recorded plan: {error}") from None
+
+
+def lock_owned_names(lock_path: Optional[Path] = None) -> Tuple[str, ...]:
+    """Project names wheels/lock.yaml pins (onnxruntime): never taken from a builder."""
+    import yaml
+
+    path = lock_path or (WHEELS_DIR / "lock.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        return ()
+    return tuple(sorted(_project(k) for k in data if k != "format"))
+
+
+def _project(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def plan_record(plan: BuildPlan) -> Dict[str, Any]:
@@ -610,16 +679,18 @@ def pull_wheels(
             + (f" at {status.stage}" if status.stage else "")
             + ")"
         )
-    plan_text = conn.run(
-        f"head -c 1000000 {_q(work + '/plan.json')}", timeout=30, check=False
-    ).stdout
-    try:
-        plan = json.loads(plan_text) if plan_text.strip() else {}
-    except json.JSONDecodeError:
-        plan = {}
+    # Names, versions and prefixes come from the plan this workstation sent, never from the
+    # builder's plan.json (a builder could call its code "numpy" and have the gate import it).
+    plan = sent_plan(host, work)
     prefixes = _plan_prefixes(plan, host)
     owner = {}
+    pinned = lock_owned_names()
     for name in status.wheels:
+        if _project(name.split("-")[0]) in pinned:
+            raise WheelError(
+                f"{host}: {work}/dist/{name}: {name.split('-')[0]} is pinned in "
+                "wheels/lock.yaml (fetch-ort); a builder never supplies it"
+            )
         match = [p for p in prefixes if name.startswith(p + "-")]
         if not match:
             raise WheelError(
@@ -650,7 +721,12 @@ def pull_wheels(
         pname = str(package.get("name", name.split("-")[0]))
         copied = False
         checked = None
-        if not (local.exists() and sha256_file(local) == expected):
+        if local.exists() and sha256_file(local) != expected:
+            raise WheelError(
+                f"{host}: {local} already exists with another sha256 than the builder's "
+                f"{name} ({expected}); not overwritten: move it away to pull this one"
+            )
+        if not local.exists():
             # Into a scratch folder first: only a wheel that passes the gate enters `dest`.
             with tempfile.TemporaryDirectory(prefix=".pull-", dir=str(dest)) as scratch:
                 fetched = Path(scratch) / name

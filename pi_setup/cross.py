@@ -56,6 +56,27 @@ CROSSENV_VERSION = "1.6.2"
 # numpy 1.24.4's own build pins (its pyproject.toml), on both sides of the crossenv:
 # --no-build-isolation builds with what is installed here.
 BUILD_TOOLS = ("Cython==0.29.37", "setuptools==59.2.0", "wheel==0.37.0")
+# crossenv and its one dependency (wheel, unpinned in its metadata), for the tool's own venv.
+CROSSENV_TOOL = (f"crossenv=={CROSSENV_VERSION}", "wheel==0.37.0")
+# sha256 of every file PyPI serves for these pins that pip may pick here (`pip download` for
+# cp39 x86_64 and for linux_armv7l, then `pip hash`): the root's pip installs --require-hashes.
+TOOL_SHA256 = {
+    "crossenv==1.6.2": ("cf233e4e8ac9b34603f46903d4f8d41dfd9455a43bc813af4db7cd181c80de1d",),
+    "wheel==0.37.0": ("21014b2bd93c6d0034b6ba5d35e4eb284340e09d63c59aef6fc14b0f346146fd",),
+    "setuptools==59.2.0": ("4adde3d1e1c89bde1c643c64d89cdd94cbfd8c75252ee459d4500bccb9c7d05d",),
+    "Cython==0.29.37": (
+        "e841a8b4f9ceefb2916e32dac4f28a895cd519e8ece71505144da1ee355c548a",  # cp39 x86_64
+        "95f1d6a83ef2729e67b3fa7318c829ce5b07ac64c084cd6af11c228e0364662c",  # py2.py3-none-any
+    ),
+}
+
+
+def hashed(requirements: Sequence[str]) -> Tuple[str, ...]:
+    """Requirement lines with their --hash options (a requirements file for --require-hashes)."""
+    return tuple(
+        " ".join([pin, *(f"--hash=sha256:{digest}" for digest in TOOL_SHA256[pin])])
+        for pin in requirements
+    )
 CROSSENV_DIR = "/opt/cross"
 TARGET_PREFIX = "/opt/target"
 WORK_IN_ROOT = "/work"
@@ -248,8 +269,9 @@ def render_root_script(target: CrossTarget) -> str:
             target_prefix=TARGET_PREFIX,
             crossenv_dir=CROSSENV_DIR,
             crossenv_version=CROSSENV_VERSION,
-            build_side=BUILD_TOOLS,
-            cross_side=BUILD_TOOLS,
+            tool_side=hashed(CROSSENV_TOOL),
+            build_side=hashed(BUILD_TOOLS),
+            cross_side=hashed(BUILD_TOOLS),
         )
     )
 
@@ -298,7 +320,7 @@ def cache_key(target: CrossTarget) -> str:
             "apt": sorted(ROOT_APT),
             "debs": sorted(TARGET_DEBS),
             "crossenv": CROSSENV_VERSION,
-            "tools": sorted(BUILD_TOOLS),
+            "tools": sorted(hashed(BUILD_TOOLS) + hashed(CROSSENV_TOOL)),
         },
         sort_keys=True,
     )

@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import time
 import urllib.error
@@ -269,7 +268,7 @@ def fetch(
         dest.unlink()  # a stale or damaged copy: fetch it again
     part = dest_dir / (wheel.file + ".part")
     if mirror and not re.match(r"^[a-z][a-z0-9+.-]*://", mirror):
-        url = _copy_from_directory(Path(mirror), wheel, part)
+        url = _copy_from_directory(Path(mirror), wheel, part, max_bytes)
     else:
         url = wheel.url(lock.url, mirror)
         _download(url, part, wheel, progress, timeout, max_bytes)
@@ -283,17 +282,41 @@ def fetch(
     return FetchResult(dest, False, file_sha256(dest), dest.stat().st_size, url)
 
 
-def _copy_from_directory(directory: Path, wheel: OrtWheel, part: Path) -> str:
-    """A mirror given as a local directory: <dir>/<os>/<file> or <dir>/<file>."""
+def _copy_from_directory(
+    directory: Path, wheel: OrtWheel, part: Path, max_bytes: Optional[int] = None
+) -> str:
+    """A mirror given as a local directory: <dir>/<os>/<file> or <dir>/<file>, copied with the
+    same size cap as a download (the lock's size, else `max_bytes` or MAX_WHEEL_BYTES)."""
+    cap = wheel.size if wheel.size is not None else (max_bytes or MAX_WHEEL_BYTES)
     for candidate in (directory / wheel.os / wheel.file, directory / wheel.file):
         if candidate.is_file():
             tmp = part.with_name(part.name + ".copy")
-            shutil.copyfile(candidate, tmp)
+            try:
+                _copy_capped(candidate, tmp, cap)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, part)
             return str(candidate)
     raise WheelError(
         f"mirror directory {directory}: neither {wheel.os}/{wheel.file} nor {wheel.file} exists"
     )
+
+
+def _copy_capped(src: Path, dst: Path, cap: int) -> None:
+    """Copy at most `cap` bytes of src (a file that may still grow); WheelError past it."""
+    done = 0
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        while True:
+            block = source.read(min(CHUNK, cap + 1 - done))
+            if not block:
+                return
+            done += len(block)
+            if done > cap:
+                raise WheelError(
+                    f"mirror file {src}: more than the {cap} bytes allowed; nothing kept"
+                )
+            target.write(block)
 
 
 def _download(
@@ -324,8 +347,9 @@ def _download(
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     host = urllib.parse.urlsplit(url).netloc or url
+    deadline = time.monotonic() + FETCH_DEADLINE  # the whole download, headers included
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=min(timeout, FETCH_DEADLINE))
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             return  # nothing left to send: the partial file is whole; verification decides
@@ -350,13 +374,15 @@ def _download(
                 f"more than the {cap} allowed; nothing kept"
             )
         received = offset
-        deadline = time.monotonic() + FETCH_DEADLINE
+        late = False
         bar = progress(wheel.file, total, offset) if progress else None
         try:
             with open(part, "ab" if offset else "wb") as handle:
                 while True:
+                    # read1: what one recv brings, so a mirror trickling a byte at a time meets
+                    # the deadline check below after each byte, not after 64 KiB
                     try:
-                        chunk = response.read(min(CHUNK, cap + 1 - received))
+                        chunk = response.read1(min(CHUNK, cap + 1 - received))
                     except (http.client.IncompleteRead, OSError, socket.timeout):
                         chunk = b""
                         break
@@ -369,10 +395,16 @@ def _download(
                     if bar is not None:
                         bar.update(len(chunk))
                     if time.monotonic() > deadline:
+                        late = True
                         break
         finally:
             if bar is not None:
                 bar.close()
+    if late and (total is None or received < total):
+        raise WheelError(
+            f"download of {wheel.file} from {host} took longer than the {FETCH_DEADLINE:.0f} s "
+            f"allowed ({received} bytes); run again to resume ({part} is kept)"
+        )
     if received > cap:
         part.unlink(missing_ok=True)
         raise WheelError(

@@ -14,6 +14,7 @@ is installed into a throw-away folder there, never into the system.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -157,8 +158,14 @@ def _install_and_check(wheel: Path, package: str, version: str, emu, rootfs: Pat
         )  # fmt: skip
         if check is None:
             return "install only"
+        for folder, _, files in os.walk(scratch):  # readable by the unprivileged self-check
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
         script = f"cd / && PYTHONPATH={inside}/site exec python3 -s -c {shlex.quote(check.code)}"
-        out = _in_emulator(wheel, "selfcheck", emu, rootfs, ["/bin/sh", "-c", script])
+        out = _in_emulator(
+            wheel, "selfcheck", emu, rootfs, ["/bin/sh", "-c", script], unprivileged=True
+        )
         lines = out.strip().splitlines()
         last = _printable(lines[-1] if lines else "")
         expect = check.expect.format(version=version)
@@ -169,11 +176,34 @@ def _install_and_check(wheel: Path, package: str, version: str, emu, rootfs: Pat
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _in_emulator(wheel: Path, check: str, emu, rootfs: Path, argv: List[str]) -> str:
-    """Run ARGV chrooted in the emulated root filesystem; its stdout, or the check's failure."""
+# The self-check imports code a builder made: never as root, and without the host's /dev and
+# /sys. In its own mount namespace: /proc, a /dev of five harmless nodes, then chroot as
+# nobody (65534), no supplementary groups.
+UNPRIVILEGED_SCRIPT = r"""set -euo pipefail
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount -t tmpfs -o mode=0755,nosuid,noexec dev "$root/dev"
+for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9; do
+    IFS=: read -r name major minor <<< "$node"
+    mknod -m 0666 "$root/dev/$name" c "$major" "$minor"
+done
+exec chroot --userspec=65534:65534 --groups=65534 "$root" "$@"
+"""
+NOBODY = 65534
+
+
+def _in_emulator(
+    wheel: Path, check: str, emu, rootfs: Path, argv: List[str], unprivileged: bool = False
+) -> str:
+    """Run ARGV chrooted in the emulated root filesystem; its stdout, or the check's failure.
+    `unprivileged`: as nobody, with a minimal /dev and no /sys (for code the builder made)."""
+    command = in_namespace(rootfs, emu.host, argv)
+    if unprivileged:
+        command = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                   UNPRIVILEGED_SCRIPT, "gate-ns", str(rootfs), *argv]  # fmt: skip
     try:
         done = subprocess.run(
-            in_namespace(rootfs, emu.host, argv), env=CHROOT_ENV,
+            command, env={**CHROOT_ENV, **({"HOME": "/"} if unprivileged else {})},
             capture_output=True, text=True, timeout=SELF_CHECK_TIMEOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -269,6 +269,14 @@ def add_stream_parser(commands, size_type):
     stream.add_argument(
         "--http", help="serve the live view on HOST:PORT (127.0.0.1 when only :PORT is given)"
     )
+    stream.add_argument(
+        "--http-token",
+        help="require this token for /snapshot.jpg and /stream.mjpg (?token= or "
+        "Authorization: Bearer); visible in `ps`, so prefer --http-token-file",
+    )
+    stream.add_argument(
+        "--http-token-file", help="read the --http-token from the first line of this file"
+    )
     stream.add_argument("--jsonl", help="append one JSON line per processed frame to this file")
     stream.add_argument(
         "--jsonl-max-mb",
@@ -333,6 +341,8 @@ def stream_config(args):
         threads=args.threads,
         conf_threshold=args.conf,
         http=args.http,
+        http_token=args.http_token,
+        http_token_file=args.http_token_file,
         jsonl=args.jsonl,
         jsonl_max_mb=args.jsonl_max_mb,
         jsonl_keep=args.jsonl_keep,

@@ -19,8 +19,10 @@ import shlex
 import socket
 import stat
 import subprocess
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,6 +44,10 @@ COMMAND_TIMEOUT = 600.0  # default limit for one command
 CHUNK = 256 * 1024
 GET_MAX_BYTES = 64 * 1024**2  # default cap of one pulled file (bench.json is ~100 kB)
 GET_TIMEOUT = 600.0  # default limit for one pulled file, seconds
+# An upload may take 60 s plus 1 s per 64 KiB (a slow Wi-Fi Pi); a host that stops acking
+# is cut off then, not waited on for ever.
+UPLOAD_BASE_TIMEOUT = 60.0
+UPLOAD_MIN_RATE = 64 * 1024  # bytes per second
 # Captured output of one command, per stream: our largest (a build-log page, a sha256 list of
 # a release) is ~1 MB; a host that prints more is cut off with an error, not buffered.
 OUTPUT_MAX_BYTES = 8 * 1024**2
@@ -347,25 +353,66 @@ class SSHConnection(HostConnection):
             f"{type(error).__name__}: {error}"
         )
 
+    @contextmanager
+    def _deadline(self, step: str, seconds: float):
+        """Bound one blocking Paramiko step (an exec reply, a send, an SFTP request).
+
+        Paramiko waits on some replies with no timeout (exec_command's event, invoke_subsystem,
+        an SFTP reply); a hostile or hung host could hold us there for ever. When `seconds`
+        pass, a timer closes the transport, which wakes every waiter, and the step raises
+        UnreachableError naming the host and the step (the connection is unusable after that).
+        """
+        import paramiko
+
+        fired = threading.Event()
+
+        def fire():
+            fired.set()
+            self.fabric.transport.close()
+
+        timer = threading.Timer(max(seconds, 0.0), fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (paramiko.SSHException, *_LOST):
+            if not fired.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if fired.is_set():
+            raise UnreachableError(
+                f"{self.host.name} ({self.host.target}): no answer to {step} within "
+                f"{seconds:.0f} s; connection closed"
+            )
+
     def _run(self, command: str, timeout: float, stdin: str | None) -> CommandResult:
         """exec on a fresh session channel, reading stdout and stderr with a byte cap each
         (OUTPUT_MAX_BYTES) and a deadline; stdin gets `stdin` (or nothing) and then EOF."""
-        import select
-
         import paramiko
 
         what = f"`{_short(command)}`"
+        deadline = time.monotonic() + timeout
         try:
-            channel = self.fabric.transport.open_session(timeout=CHANNEL_TIMEOUT)
+            with self._deadline(f"opening a session for {what}", CHANNEL_TIMEOUT):
+                channel = self.fabric.transport.open_session(timeout=CHANNEL_TIMEOUT)
         except (paramiko.SSHException, *_LOST) as error:
             raise self._lost(what, error) from None
-        deadline = time.monotonic() + timeout
+        # Wake on new output through a threading.Event, never channel.fileno(): Paramiko's
+        # fd pipe races with channel.close() (the read end is closed before the write end), so
+        # a transport thread still feeding a flooded channel got EPIPE and died — the
+        # "connection dropped after a capped command" of issue 20.
+        ready = threading.Event()
+        channel.in_buffer.set_event(ready)
+        channel.in_stderr_buffer.set_event(ready)
         out, err = bytearray(), bytearray()
         try:
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin.encode())
-            channel.shutdown_write()
+            with self._deadline(f"exec of {what}", deadline - time.monotonic()):
+                channel.exec_command(command)
+            with self._deadline(f"stdin of {what}", deadline - time.monotonic()):
+                if stdin:
+                    channel.sendall(stdin.encode())
+                channel.shutdown_write()
             while True:
                 while channel.recv_ready() and len(out) <= OUTPUT_MAX_BYTES:
                     out += channel.recv(CHUNK)
@@ -386,8 +433,8 @@ class SSHConnection(HostConnection):
                     )
                 if channel.eof_received:  # output closed, process still running: wait calmly
                     time.sleep(min(left, 0.05))
-                else:
-                    select.select([channel], [], [], min(left, 1.0))
+                else:  # short waits: a wake-up lost between two buffers costs 0.1 s at most
+                    ready.wait(min(left, 0.1))
         except (paramiko.SSHException, *_LOST) as error:
             raise self._lost(what, error) from None
         finally:
@@ -407,7 +454,8 @@ class SSHConnection(HostConnection):
 
         if self._sftp is None:
             try:
-                self._sftp = self.fabric.client.open_sftp()
+                with self._deadline("opening SFTP", CHANNEL_TIMEOUT):
+                    self._sftp = self.fabric.client.open_sftp()
             except (paramiko.SSHException, *_LOST) as error:
                 raise self._lost("opening SFTP", error) from None
         return self._sftp
@@ -417,9 +465,11 @@ class SSHConnection(HostConnection):
 
         total = local.stat().st_size
         callback = (lambda done, _total: progress(local.name, done, total)) if progress else None
+        limit = UPLOAD_BASE_TIMEOUT + total / UPLOAD_MIN_RATE
         try:
-            with open(local, "rb") as handle:
-                self.sftp().putfo(handle, tmp, file_size=total, callback=callback, confirm=True)
+            sftp = self.sftp()
+            with open(local, "rb") as handle, self._deadline(f"upload of {local.name}", limit):
+                sftp.putfo(handle, tmp, file_size=total, callback=callback, confirm=True)
         except (paramiko.SSHException, *_LOST) as error:
             raise self._lost(f"upload of {local.name}", error) from None
         if progress and total == 0:
@@ -429,7 +479,9 @@ class SSHConnection(HostConnection):
         import paramiko
 
         try:
-            self.sftp().posix_rename(tmp, remote)
+            sftp = self.sftp()
+            with self._deadline(f"rename to {remote}", CHANNEL_TIMEOUT):
+                sftp.posix_rename(tmp, remote)
         except IOError as error:
             if isinstance(error, (EOFError, socket.error)) or error.errno is None:
                 raise self._lost(f"rename to {remote}", error) from None

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional
 
 from deploy.errors import DeployError
 from deploy.paths import MODELS_DIR, PROBE_IMAGE, REPO_ROOT, RUNNER_BUILD_DIR, WHEELS_DIR
-from pi_setup.wheelhouse import matching_wheels
+from pi_setup.wheelhouse import matching_wheels, wheel_problem
 from retinaface.files import sha256_file, write_atomic
 
 RUNNER_DIST = "retinaface_pi_runner"
@@ -181,6 +181,13 @@ def build_runner_wheel(out_dir: Path = RUNNER_BUILD_DIR, src_dir: Optional[Path]
 # --- wheels from wheels/ that fit the host ---------------------------------------------
 
 
+def check_wheel(path: Path) -> None:
+    """A wheel from wheels/ ships only when it is what lock.yaml pins or what manifest.json
+    recorded (pi_setup.wheelhouse.wheel_problem); DeployError otherwise, naming the file."""
+    problem = wheel_problem(path, WHEELS_DIR / "lock.yaml")
+    if problem:
+        raise DeployError(f"{path}: {problem}")
+
 
 @dataclass(frozen=True)
 class ReleasePlan:
@@ -206,6 +213,8 @@ def plan_release(
     files = model_files(models_dir, manifest)
     runner = Path(runner_wheel) if runner_wheel else build_runner_wheel()
     extra = matching_wheels(wheels_dir, host_tags, skip=(RUNNER_DIST,)) if Path(wheels_dir).is_dir() else []
+    for path in extra:  # none ships unchecked
+        check_wheel(path)
     files.append(release_file(f"wheelhouse/{runner.name}", runner))
     files += [release_file(f"wheelhouse/{path.name}", path) for path in extra]
     files.append(release_file("probe.jpg", probe))

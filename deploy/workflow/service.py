@@ -27,6 +27,7 @@ DEFAULT_MODEL = "fp32-opt"
 LOG_LINES = 100
 BACKENDS = ("onnxruntime", "opencv", "torch")
 MAX_OUTPUT_LINES = 400
+ENV_FILE = "stream.env"  # in deploy_dir, mode 0600: the source URL, kept out of the unit
 
 _SOURCE = re.compile(r"^[A-Za-z0-9._:/?=&+,~-]+$")
 _MODEL = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -109,14 +110,34 @@ def render_unit(settings: StreamSettings, deploy_dir: str, user: str, host: str)
         raise DeployError(f"{host}: deploy_dir {deploy_dir!r} has characters a unit cannot hold")
     if not re.match(r"^[a-z_][a-z0-9_.-]*$", user):
         raise DeployError(f"{host}: user name {user!r} is not a plain login name")
+    words = exec_start(settings, deploy_dir)
+    secret = source_env(settings) is not None
+    if secret:  # the URL stays in the 0600 environment file; systemd passes it as one word
+        words[words.index("--source") + 1] = "${RETINAFACE_SOURCE}"
     return render(
         "retinaface-stream.service.j2",
         host=host,
         user=user,
         deploy_dir=deploy_dir,
-        source_shown=settings.source,
-        exec_start=" ".join(exec_start(settings, deploy_dir)),
+        source_shown=shown_source(settings.source),
+        env_file=f"{deploy_dir}/{ENV_FILE}" if secret else "",
+        exec_start=" ".join(words),
     )
+
+
+def shown_source(source: str) -> str:
+    """The source as the unit's Description may show it: a URL without its query string (a
+    camera's `?user=…&pwd=…`)."""
+    if "://" in source and "?" in source:
+        return source.split("?", 1)[0] + "?…"
+    return source
+
+
+def source_env(settings: StreamSettings) -> Optional[str]:
+    """The environment file's text for a URL source (it may carry credentials), else None."""
+    if "://" not in settings.source:
+        return None
+    return f"RETINAFACE_SOURCE={settings.source}\n"
 
 
 def clean_output(text: str, max_lines: int = MAX_OUTPUT_LINES) -> str:
@@ -183,6 +204,7 @@ def install(conn: HostConnection, settings: StreamSettings, check: bool = False)
         outcome.message = f"would install {UNIT_PATH}" if outcome.changed else "unit up to date"
         return outcome
     _require_systemd(conn)
+    write_env(conn, settings, deploy_dir)
     if outcome.changed:
         script = render(
             "service_install.sh.j2", deploy_dir=deploy_dir, unit_path=UNIT_PATH, unit=UNIT
@@ -197,6 +219,18 @@ def install(conn: HostConnection, settings: StreamSettings, check: bool = False)
             _sudo(conn, f"systemctl restart {UNIT}")  # running the old unit: take the new one
     outcome.message = f"installed {UNIT_PATH}" if outcome.changed else "unit up to date"
     return outcome
+
+
+def write_env(conn: HostConnection, settings: StreamSettings, deploy_dir: str) -> None:
+    """The unit's EnvironmentFile: written with mode 0600 for a URL source, else removed."""
+    text = source_env(settings)
+    script = render("service_env.sh.j2", env_file=f"{deploy_dir}/{ENV_FILE}", keep=text is not None)
+    result = conn.run("bash -c " + shlex.quote(script), check=False, timeout=60, stdin=text)
+    if not result.ok:
+        raise DeployError(
+            f"{conn.host.name}: writing {deploy_dir}/{ENV_FILE} failed: "
+            f"{clean_output(result.stderr.strip(), 3)}"
+        )
 
 
 def _is_active(conn: HostConnection) -> bool:

@@ -2,16 +2,28 @@
 
 One JPEG per processed frame is published to a FrameBoard; every viewer reads the same bytes,
 so more viewers cost socket writes in their own threads, never extra encoding or inference.
+
+Visitors are not trusted: at most MAX_CONNECTIONS are served at once (more are refused with a
+503 and closed, no thread started), a request's headers must arrive within HEADER_DEADLINE_S in
+total (not per recv: a header trickling a byte every few seconds is cut off), and with a token
+/snapshot.jpg and /stream.mjpg need it (`?token=` or `Authorization: Bearer`).
 """
 
+import hmac
 import html
+import io
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BOUNDARY = "retinaface-frame"
 VIEWER_WAIT_S = 0.5  # how long a viewer thread sleeps between checks for a new frame or a stop
 CLIENT_TIMEOUT_S = 10  # a viewer that stops reading is dropped after this long
+HEADER_DEADLINE_S = 10  # the whole request line and headers, from accept
+MAX_CONNECTIONS = 32  # served at once; a 32-bit Pi runs out of thread stacks in the hundreds
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class FrameBoard(object):
@@ -61,7 +73,9 @@ td {{ padding: 2px 12px 2px 0; }}
 // The picture is /snapshot.jpg fetched again as soon as the last one arrived: a page that
 // always finishes loading (a plain MJPEG <img> never does), and one request per frame shown.
 var view = document.getElementById("view");
-function nextFrame() {{ view.src = "/snapshot.jpg?t=" + Date.now(); }}
+var token = new URLSearchParams(location.search).get("token");  // passed on, if the page had it
+var auth = token ? "&token=" + encodeURIComponent(token) : "";
+function nextFrame() {{ view.src = "/snapshot.jpg?t=" + Date.now() + auth; }}
 view.onload = function () {{ setTimeout(nextFrame, 30); }};
 view.onerror = function () {{ setTimeout(nextFrame, 500); }};
 function showNumbers() {{
@@ -85,17 +99,58 @@ nextFrame(); showNumbers(); setInterval(showNumbers, 1000);
 """
 
 
-def make_handler(board, metrics, healthy):
-    """A request handler class bound to the board and two callables (metrics dict, bool)."""
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that share one deadline: each recv waits only for the time left."""
+
+    def __init__(self, sock, seconds):
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("request headers took too long")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+def _token_of(path, headers):
+    """The token a request offers: `?token=` in the query or `Authorization: Bearer`."""
+    from urllib.parse import parse_qs, urlsplit
+
+    offered = parse_qs(urlsplit(path).query).get("token", [""])[0]
+    bearer = headers.get("Authorization", "")
+    if not offered and bearer.startswith("Bearer "):
+        offered = bearer[len("Bearer ") :].strip()
+    return offered
+
+
+def make_handler(board, metrics, healthy, token=None):
+    """A request handler class bound to the board and two callables (metrics dict, bool);
+    with `token`, /snapshot.jpg and /stream.mjpg answer 401 without it."""
 
     class LiveHandler(BaseHTTPRequestHandler):
         timeout = CLIENT_TIMEOUT_S
         server_version = "retinaface-live"
 
+        def setup(self):
+            BaseHTTPRequestHandler.setup(self)
+            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, HEADER_DEADLINE_S))
+
         def log_message(self, *args):  # no access log on stderr (journald would fill up)
             pass
 
+        def _allowed(self):
+            if token is None:
+                return True
+            offered = _token_of(self.path, self.headers).encode("utf-8", "replace")
+            return hmac.compare_digest(offered, token.encode("utf-8"))
+
         def do_GET(self):
+            self.connection.settimeout(CLIENT_TIMEOUT_S)  # headers are in: back to per-write
             path = self.path.split("?", 1)[0]
             routes = {
                 "/": self._page,
@@ -108,6 +163,9 @@ def make_handler(board, metrics, healthy):
             route = routes.get(path)
             if route is None:
                 self._send(404, "text/plain", b"not found\n")
+                return
+            if path in ("/snapshot.jpg", "/stream.mjpg") and not self._allowed():
+                self._send(401, "text/plain", b"token required (?token=...)\n")
                 return
             try:
                 route()
@@ -168,13 +226,60 @@ def make_handler(board, metrics, healthy):
     return LiveHandler
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `slots` at once; past that (or when no thread can be
+    started) the connection gets a 503 and is closed at once, with no thread and no traceback."""
+
+    daemon_threads = True
+    slots = MAX_CONNECTIONS
+    refused = 0  # connections turned away (a count for tests and logs)
+
+    def server_activate(self):
+        ThreadingHTTPServer.server_activate(self)
+        self._free = threading.BoundedSemaphore(self.slots)
+
+    def process_request(self, request, client_address):
+        if not self._free.acquire(False):
+            self._refuse(request)
+            return
+        try:
+            ThreadingHTTPServer.process_request(self, request, client_address)
+        except RuntimeError:  # "can't start new thread"
+            self._free.release()
+            self._refuse(request)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            ThreadingHTTPServer.process_request_thread(self, request, client_address)
+        finally:
+            self._free.release()
+
+    def _refuse(self, request):
+        self.refused += 1
+        try:
+            request.setblocking(False)
+            request.send(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
 class LiveServer(object):
     """A ThreadingHTTPServer on its own thread; `stop()` ends it and every viewer within ~1 s."""
 
-    def __init__(self, host, port, board, metrics, healthy):
+    def __init__(
+        self, host, port, board, metrics, healthy, token=None, max_connections=MAX_CONNECTIONS
+    ):
         self.board = board
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(board, metrics, healthy))
-        self.httpd.daemon_threads = True
+        handler = make_handler(board, metrics, healthy, token)
+        self.httpd = _BoundedHTTPServer((host, port), handler, bind_and_activate=False)
+        self.httpd.slots = max_connections
+        try:
+            self.httpd.server_bind()
+            self.httpd.server_activate()
+        except OSError:
+            self.httpd.server_close()
+            raise
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="live-http"
         )

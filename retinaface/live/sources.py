@@ -24,12 +24,17 @@ class SourceEnded(Exception):
 
 
 def display_source(spec):
-    """The source as safe to show: a URL without user:password, only printable characters."""
+    """The source as safe to show: a URL without user:password or its query string (cameras
+    take `?user=…&pwd=…`), only printable characters."""
     text = str(spec)
     if "://" in text:
         scheme, rest = text.split("://", 1)
+        rest, query, _ = rest.partition("?")
+        rest = rest.split("#", 1)[0]
         host, sep, path = rest.partition("/")
-        text = "{}://{}{}{}".format(scheme, host.rsplit("@", 1)[-1], sep, path)
+        text = "{}://{}{}{}{}".format(
+            scheme, host.rsplit("@", 1)[-1], sep, path, "?…" if query else ""
+        )
     return "".join(c if c.isprintable() else "?" for c in text)[:200]
 
 

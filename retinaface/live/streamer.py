@@ -225,6 +225,22 @@ def parse_http(text):
     return host or "127.0.0.1", int(port)
 
 
+def read_http_token(token, token_file):
+    """The live view's token from --http-token or the first line of --http-token-file."""
+    if token is not None and token_file is not None:
+        raise SettingError("http_token", "give --http-token or --http-token-file, not both")
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.readline().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            message = "--http-token-file {}: cannot read: {}".format(token_file, error)
+            raise SettingError("http_token_file", message) from None
+    if token is not None and (len(token) < 8 or not token.isprintable() or " " in token):
+        raise SettingError("http_token", "--http-token: 8 or more printable characters, no spaces")
+    return token
+
+
 @dataclass
 class StreamConfig:
     """One run of the stream command: the model, the source and where faces go."""
@@ -242,6 +258,8 @@ class StreamConfig:
     jsonl_max_mb: float = 50.0
     jsonl_keep: int = 3
     max_frames: Optional[int] = None
+    http_token: Optional[str] = None  # required for /snapshot.jpg and /stream.mjpg
+    http_token_file: Optional[str] = None  # or the first line of this file
 
     def check(self):
         if self.max_frames is not None and self.max_frames < 1:
@@ -262,6 +280,7 @@ class Streamer(object):
         self.stop = threading.Event()
         self.stop_reason = None
         self.http = parse_http(config.http) if config.http else None
+        self.http_token = read_http_token(config.http_token, config.http_token_file)
         self.detector = Detector(
             config.model,
             backend=config.backend,
@@ -302,7 +321,12 @@ class Streamer(object):
             board = FrameBoard()
             try:
                 self.server = LiveServer(
-                    self.http[0], self.http[1], board, self.metrics, self.stats.healthy
+                    self.http[0],
+                    self.http[1],
+                    board,
+                    self.metrics,
+                    self.stats.healthy,
+                    token=self.http_token,
                 )
             except OSError as error:
                 raise SettingError(

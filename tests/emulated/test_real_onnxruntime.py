@@ -61,6 +61,11 @@ def real_wheels(request) -> dict:
         partial = REPO / "wheels" / f".{numpy_wheel.name}.part"
         shutil.copyfile(numpy_wheel, partial)
         partial.rename(REPO / "wheels" / numpy_wheel.name)
+        # deploy ships only wheels manifest.json recorded: carry the cross run's entry over
+        from pi_setup.build_wheels import update_manifest
+
+        entry = cross.manifest[numpy_wheel.name]
+        update_manifest(REPO / "wheels" / "manifest.json", {numpy_wheel.name: entry})
     numpy_wheels = sorted(glob.glob(str(REPO / "wheels" / NUMPY_GLOB)))
     assert numpy_wheels, f"no {NUMPY_GLOB} in wheels/ after the cross build"
     return {"onnxruntime": ort, "numpy": Path(numpy_wheels[-1])}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ssh.sshd import Sshd, keygen
+from tests.ssh.sshd import Sshd, alive, keygen
 
 pytestmark = pytest.mark.ssh
 
@@ -44,11 +44,16 @@ class Lab:
         self.client_key = client_key
         self.known_hosts = known_hosts
         self.servers: dict[str, Sshd] = {}
+        self.started: list[Sshd] = []  # every server ever added, so close() stops them all
         self.inventory = root / "inventory.yaml"
 
     def add(self, name: str, start: bool = True) -> Sshd:
+        """A server for host `name`; adding a name again stops the earlier server first."""
+        if name in self.servers:
+            self.servers[name].stop()
         server = Sshd(self.root / "servers" / name, self.client_key.with_suffix(".pub"))
         self.servers[name] = server
+        self.started.append(server)
         if start:
             server.start()
         self.write_inventory()
@@ -81,16 +86,36 @@ class Lab:
         with open(self.known_hosts, "a") as handle:
             handle.write(self.servers[name].known_hosts_line)
 
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.stop()
+    def close(self) -> list[int]:
+        """Stop every server (also ones a test put into `servers` itself); returns the pids of
+        sessions that were still running and had to be killed."""
+        left = []
+        for server in {id(s): s for s in [*self.started, *self.servers.values()]}.values():
+            left += server.stop()
+        return left
+
+    def leftovers(self) -> list[str]:
+        """Processes whose command line names this lab's folder (its sshd servers among them)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and alive(int(entry.name)):
+                try:
+                    argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if str(self.root) in argv:
+                    found.append(f"{entry.name}: {argv.strip()}")
+        return found
 
 
 @pytest.fixture
 def lab(tmp_path, client_key, client_env):
     lab = Lab(tmp_path, client_key, client_env)
     yield lab
-    lab.close()
+    left = lab.close()
+    # The ssh tier leaves no process behind: every sshd and every session it forked is gone.
+    assert not left, f"sshd sessions outlived their server: {left}"
+    assert not lab.leftovers(), f"left running: {lab.leftovers()}"
 
 
 def tree_snapshot(root: Path) -> dict:

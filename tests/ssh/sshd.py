@@ -51,6 +51,15 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, already dead, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -76,6 +85,7 @@ class Sshd:
         self.config = self.root / "sshd_config"
         self.log = self.root / "sshd.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_config: list[str] = []  # more sshd_config lines (e.g. a ForceCommand)
 
     @property
     def known_hosts_line(self) -> str:
@@ -106,6 +116,7 @@ class Sshd:
                     "MaxSessions 50",
                     "LogLevel VERBOSE",
                     "Subsystem sftp internal-sftp",
+                    *self.extra_config,
                     "",
                 ]
             )
@@ -147,10 +158,10 @@ class Sshd:
         self.proc.wait(timeout=10)
         self.proc = None
 
-    def stop(self) -> None:
-        """Terminate the server and its sessions."""
+    def stop(self) -> list[int]:
+        """Terminate the server and its sessions; returns the pids that outlived a SIGKILL."""
         if self.proc is None:
-            return
+            return []
         kids = _descendants(self.proc.pid)
         self.proc.terminate()
         for pid in kids:
@@ -163,3 +174,14 @@ class Sshd:
         except subprocess.TimeoutExpired:
             self.kill()
         self.proc = None
+        for _ in range(200):  # sessions exit on SIGTERM; give them up to 10 s, then SIGKILL
+            kids = [pid for pid in kids if alive(pid)]
+            if not kids:
+                return []
+            time.sleep(0.05)
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return kids

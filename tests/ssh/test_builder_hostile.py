@@ -26,6 +26,7 @@ def _builder(lab, tmp_path, pid_text: str):
     (work / "state").write_text("100 start jobs=2\n101 stage pi-probe:build\n102 finished\n")
     plan = bw.make_plan(["pi-probe"], sources={"pi-probe": "/src/pi_probe"}, apt=False)
     (work / "plan.json").write_text(json.dumps(bw.plan_record(plan)))
+    bw.remember_plan("builder", str(work), bw.plan_record(plan))  # what start_build records
     (work / "build.pid").write_text(pid_text)
     checkout = tmp_path / "checkout"
     (checkout / "wheels").mkdir(parents=True)
@@ -84,10 +85,44 @@ def test_status_lines_with_path_like_wheel_names_are_rejected(name):
     assert status.wheels == () and status.rejected == (name.strip(),)
 
 
-def test_plan_with_a_path_as_wheel_prefix_is_refused(lab, tmp_path):
+def test_the_builders_plan_json_is_never_read(lab, tmp_path):
+    """A builder that renames its package "numpy" (whose self-check the gate would import) and
+    widens the wheel prefix gets neither: names come from the plan this workstation sent."""
     work, checkout = _builder(lab, tmp_path, "4242\n")
     plan = json.loads((work / "plan.json").read_text())
-    plan["packages"][0]["wheel_prefix"] = "../pi_probe-0.1.0"
+    plan["packages"][0].update(name="numpy", version="9.9.9", wheel_prefix="tasks")
     (work / "plan.json").write_text(json.dumps(plan))
-    with pytest.raises(WheelError, match="bad wheel_prefix"):
+    (work / "dist" / "tasks-1.0-py3-none-any.whl").write_text("x")
+    with pytest.raises(WheelError, match="tasks-1.0-py3-none-any.whl is not a wheel of the plan"):
         _pull(lab, work, checkout)
+    (work / "dist" / "tasks-1.0-py3-none-any.whl").unlink()
+    _, pulled = _pull(lab, work, checkout)
+    manifest = json.loads((checkout / "wheels" / "manifest.json").read_text())
+    assert manifest["wheels"][WHEEL]["package"] == "pi-probe"
+    assert manifest["wheels"][WHEEL]["version"] == "0.1.0"
+
+
+def test_a_builder_this_workstation_sent_no_plan_is_not_pulled(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "4242\n")
+    for recorded in (tmp_path / "home" / ".cache" / "retinaface-pi" / "build-plans").iterdir():
+        recorded.unlink()
+    with pytest.raises(WheelError, match="this workstation started no build in"):
+        _pull(lab, work, checkout)
+    assert list((checkout / "wheels").iterdir()) == []
+
+
+def test_a_wheel_that_lock_yaml_pins_is_refused_from_a_builder(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "4242\n")
+    (work / "dist" / "onnxruntime-9.9.9-py3-none-any.whl").write_bytes(b"PK not onnxruntime")
+    with pytest.raises(WheelError, match="onnxruntime is pinned in wheels/lock.yaml"):
+        _pull(lab, work, checkout)
+    assert list((checkout / "wheels").iterdir()) == []
+
+
+def test_a_differing_local_wheel_is_not_overwritten(lab, tmp_path):
+    work, checkout = _builder(lab, tmp_path, "4242\n")
+    mine = checkout / "wheels" / WHEEL
+    mine.write_bytes(b"PK the user's own build")
+    with pytest.raises(WheelError, match="already exists with another sha256 .* not overwritten"):
+        _pull(lab, work, checkout)
+    assert mine.read_bytes() == b"PK the user's own build"

@@ -4,6 +4,7 @@ announced size stops at the cap, and the partial file is dropped, not kept for a
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -50,3 +51,31 @@ def test_huge_announced_size_is_refused_before_reading(server, tmp_path):
     with pytest.raises(WheelError, match="announces 10737418240 bytes, more than the"):
         ort.fetch(lock, wheel, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trickling_mirror_is_stopped_at_the_total_deadline(server, tmp_path, monkeypatch):
+    """One byte every 0.1 s: each read waits far less than the 30 s network timeout, so only a
+    deadline checked while reading stops it (it used to be checked between 64 KiB reads)."""
+    monkeypatch.setattr(ort, "FETCH_DEADLINE", 1.0)
+    lock, wheel = _wheel(server, "trickle")
+    before = server.trickle_cut_short
+    with pytest.raises(WheelError, match="took longer than the 1 s allowed"):
+        ort.fetch(lock, wheel, tmp_path)
+    for _ in range(100):  # the server sees the hang-up on its next byte
+        if server.trickle_cut_short > before:
+            break
+        time.sleep(0.05)
+    assert server.trickle_cut_short == before + 1  # we hung up, not the mirror
+
+
+def test_a_directory_mirror_is_copied_with_the_same_cap(tmp_path):
+    lock = ort.load_lock(LOCK)
+    wheel = next(w for w in lock.wheels if w.file == NAME and w.os == "bullseye")
+    mirror = tmp_path / "mirror" / "bullseye"
+    mirror.mkdir(parents=True)
+    with open(mirror / NAME, "wb") as handle:
+        handle.truncate(3 * 1024**2)  # a sparse 3 MiB file
+    dest = tmp_path / "wheels"
+    with pytest.raises(WheelError, match="more than the 2097152 bytes allowed; nothing kept"):
+        ort.fetch(lock, wheel, dest, mirror=str(tmp_path / "mirror"), max_bytes=2 * 1024**2)
+    assert list(dest.iterdir()) == []

@@ -81,6 +81,7 @@ def contexts(bad: str):
             "apt_packages": [bad],
             "target_debs": [bad],
             "target_prefix": bad,
+            "tool_side": [bad],
             "build_side": [bad],
             "cross_side": [bad],
         },
@@ -104,6 +105,7 @@ def contexts(bad: str):
             "marker": [bad],
         },
         "facts.sh.j2": {"python": bad},
+        "service_env.sh.j2": {"env_file": bad, "keep": True},
         "service_install.sh.j2": {"deploy_dir": bad, "unit_path": bad, "unit": bad},
         "setup_pi.sh.j2": {
             "deploy_dir": bad,
@@ -115,6 +117,7 @@ def contexts(bad: str):
     }
     branches = {
         "bench_poll.sh.j2": {"kill": [True, False]},
+        "service_env.sh.j2": {"keep": [True, False]},
         "build_wheels.sh.j2": {"add_swap": [True, False], "emulated": [True, False]},
         "deploy_lock.sh.j2": {"action": [bad, "take", "drop", "break"]},
         "deploy_venv.sh.j2": {"create": [True, False], "share_site": [True, False]},

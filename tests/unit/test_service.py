@@ -68,7 +68,7 @@ def test_rendered_unit_passes_systemd_analyze_verify(deploy_dir, tmp_path):
     assert fields["WorkingDirectory"] == f"{deploy_dir}/current"
     assert fields["Restart"] == "on-failure" and fields["User"] == getpass.getuser()
     assert fields["NoNewPrivileges"] == "yes" and fields["ProtectSystem"] == "strict"
-    assert fields["ReadWritePaths"] == str(deploy_dir) and fields["PrivateTmp"] == "yes"
+    assert fields["ReadWritePaths"] == f"{deploy_dir}/live" and fields["PrivateTmp"] == "yes"
     assert fields["StandardOutput"] == "journal"
     assert fields["ExecStart"].split()[:4] == [
         f"{deploy_dir}/venv/bin/python",
