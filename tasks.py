@@ -718,6 +718,61 @@ def fetch_ort(
 
 @task(
     help={
+        "host": "the inventory host(s) whose wheel tags choose the wheels (facts), or a group/list",
+        "python": "without a host: the Pi's Python version, e.g. 3.9",
+        "arch": "without a host: armhf|armv7l or arm64|aarch64",
+        "engines": "comma list of engines of wheels/lock.yaml `engines` (default: all), e.g. tflite",
+        "find_links": "a local folder (or URL) holding the wheels, instead of the package index",
+        "lock": "the lock file (default wheels/lock.yaml)",
+        "wheels_dir": "where wheels are kept (default wheels/)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def fetch_engines(
+    c,
+    host=None,
+    python=None,
+    arch=None,
+    engines=None,
+    find_links=None,
+    lock=None,
+    wheels_dir=None,
+    inventory=None,
+):
+    """Download engine wheels (tflite-runtime …) into wheels/ with pip, checked against the lock.
+
+    Deploy ships each wheel of wheels/ whose tags fit the host; an engine without a wheel for a
+    host is skipped there, and the runner says why.
+    """
+    from pathlib import Path
+
+    from pi_setup import engine_wheels
+    from pi_setup.errors import WheelError
+
+    lock_file = engine_wheels.load_lock(Path(lock) if lock else engine_wheels.LOCK_PATH)
+    names = engine_wheels.parse_engines(engines, lock_file)
+    if host and (python or arch):
+        raise WheelError("give --host, or --python with --arch, not both")
+    if host:
+        targets = engine_wheels.host_tags(host, inventory)
+    elif python and arch:
+        targets = [(f"{python}/{arch}", engine_wheels.python_arch_tags(lock_file, python, arch))]
+    else:
+        raise WheelError("give --host NAME, or --python X.Y --arch armhf|arm64")
+    dest = Path(wheels_dir) if wheels_dir else engine_wheels.WHEELS_DIR
+    for who, tags in targets:
+        chosen = engine_wheels.select(lock_file, names, tags)
+        for missing in sorted(set(names) - {w.engine for w in chosen}):
+            print(f"{who}: no {missing} wheel pinned for this host's tags; {missing} is skipped there")
+        for wheel in chosen:
+            got = engine_wheels.fetch(wheel, dest, find_links)
+            how = "cached" if got.cached else "downloaded with pip"
+            print(f"{who}: {got.path} ({wheel.size:,} bytes, {how}); sha256 matches the lock")
+
+
+@task(
+    help={
         "builder": BUILDER_HELP,
         "packages": PACKAGES_HELP,
         "jobs": "parallel compile jobs (MAX_JOBS); 2 fits a 4 GB Pi 4, more needs swap",
