@@ -277,9 +277,9 @@ def host_requirements(dist: str, lock_path: Path = LOCK_PATH) -> Tuple[List[str]
 
 def host_tags(host_spec: str, inventory: Optional[str] = None) -> List[Tuple[str, List[str]]]:
     """(host name, its wheel tags, most preferred first) of each selected inventory host."""
-    from deploy.connection import open_host
-    from deploy.facts import gather_facts
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.facts import gather_facts
+    from deploy.hosts.inventory import load_inventory
 
     out = []
     for host in load_inventory(inventory).select(host_spec):
