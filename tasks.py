@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
 import sys
 
 import invoke
@@ -162,7 +163,9 @@ def _ensure_models(weights=None):
 def models(c, weights=None, calib=None, fixed_size="640x480"):
     """Export fp32, fp32-opt, fp32-static-WxH, int8 and int8-qop into build/models.
 
-    Fails, keeping the previous models, if either INT8 form's recall against fp32 drops below 0.95.
+    With the `[ncnn]` / `[mnn]` extras also ncnn-fp32, mnn-fp32 and mnn-int8.
+    Fails, keeping the previous models, if an INT8 variant's recall against fp32 drops below 0.95
+    or an engine's fp32 variant strays from fp32.onnx.
     """
     from retinaface.errors import ModelError
     from retinaface.names import parse_size
@@ -183,7 +186,8 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
     )
     for name, entry in manifest["models"].items():
         parity = entry.get("parity", {}).get("max_abs_diff")
-        extra = f", max |onnx - torch| = {parity:.2e}" if parity is not None else ""
+        against = "fp32.onnx" if entry.get("parity", {}).get("reference") == "fp32.onnx" else "torch"
+        extra = f", max |model - {against}| = {parity:.2e}" if parity is not None else ""
         nodes = f", {entry['nodes']} nodes" if "nodes" in entry else ""
         print(f"{name:>20}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{nodes}{extra})")
     for name, reason in manifest.get("not_built", {}).items():
@@ -336,6 +340,7 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
             progress=lambda done, total: bar.update(done - bar.n),
         )
     write_json(out, result)
+    print(f"every row measured here, on this {platform.machine()} machine (not a Pi):")
     print(format_bench(result))
     print()
     for line in target_checks(result):

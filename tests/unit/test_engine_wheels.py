@@ -71,7 +71,22 @@ def test_choice_follows_the_host_tags():
     assert [w.file for w in chosen] == [FILE]
     bookworm_arm64 = ["cp311-cp311-manylinux_2_36_aarch64", "cp311-cp311-manylinux2014_aarch64"]
     assert engine_wheels.select(lock, ["tflite"], bookworm_arm64) == []
-    assert engine_wheels.python_arch_tags(lock, "3.9", "armhf") == ["cp39-cp39-manylinux2014_armv7l"]
+    assert engine_wheels.python_arch_tags(lock, "3.9", "armhf") == [
+        "cp39-cp39-manylinux2014_armv7l",  # tflite-runtime
+        "cp39-cp39-manylinux_2_31_armv7l",  # ncnn
+    ]
+
+
+def test_ncnn_and_mnn_wheels_per_pi():
+    """bullseye armv7l: ncnn only (MNN has no armv7l wheel); a 64-bit bookworm Pi: both."""
+    lock = engine_wheels.load_lock(REPO / "wheels" / "lock.yaml")
+    bullseye = [w.file for w in engine_wheels.select(lock, ["ncnn", "mnn"], BULLSEYE_TAGS)]
+    assert bullseye == ["ncnn-1.0.20261020-cp39-cp39-manylinux_2_31_armv7l.whl"]
+    bookworm_arm64 = [f"cp311-cp311-manylinux_2_{n}_aarch64" for n in range(36, 16, -1)]
+    bookworm_arm64.append("cp311-cp311-manylinux2014_aarch64")
+    chosen = [w.file for w in engine_wheels.select(lock, ["ncnn", "mnn"], bookworm_arm64)]
+    assert [name.split("-")[0] for name in chosen] == ["ncnn", "mnn"]
+    assert all("cp311-cp311-manylinux" in name for name in chosen)
 
 
 def test_deploy_requirements_come_from_the_lock():
