@@ -752,7 +752,7 @@ def fetch_engines(
     """
     from pathlib import Path
 
-    from pi_setup import engine_wheels
+    from pi_setup import engine_wheels, wheelhouse
     from pi_setup.errors import WheelError
 
     lock_file = engine_wheels.load_lock(Path(lock) if lock else engine_wheels.LOCK_PATH)
@@ -762,7 +762,10 @@ def fetch_engines(
     if host:
         targets = engine_wheels.host_tags(host, inventory)
     elif python and arch:
-        targets = [(f"{python}/{arch}", engine_wheels.python_arch_tags(lock_file, python, arch))]
+        tags = engine_wheels.python_arch_tags(
+            lock_file, wheelhouse.python_tag(python), wheelhouse.wheel_arch(arch)
+        )
+        targets = [(f"{python}/{arch}", tags)]
     else:
         raise WheelError("give --host NAME, or --python X.Y --arch armhf|arm64")
     dest = Path(wheels_dir) if wheels_dir else engine_wheels.WHEELS_DIR

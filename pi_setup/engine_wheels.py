@@ -194,12 +194,10 @@ def _version_key(version: str) -> List:
     return [int(p) if p.isdigit() else p for p in re.split(r"[.+]", version)]
 
 
-def python_arch_tags(lock: EngineLock, python: str, arch: str) -> List[str]:
-    """Tags a host of this Python (3.9) and arch (armhf/armv7l, arm64/aarch64) may accept, for
-    choosing without a host: every platform tag the lock uses for that arch."""
-    from pi_setup.wheelhouse import python_tag, wheel_arch
-
-    tag, plat = python_tag(python), wheel_arch(arch)
+def python_arch_tags(lock: EngineLock, tag: str, plat: str) -> List[str]:
+    """Tags a host of this Python tag (cp39) and wheel arch (armv7l, aarch64) may accept, for
+    choosing without a host: every platform tag the lock uses for that arch. (The caller turns
+    3.9 / armhf into those with pi_setup.wheelhouse: that module reads the lock through this one.)"""
     return sorted(
         t
         for w in lock.wheels

@@ -71,7 +71,7 @@ def test_choice_follows_the_host_tags():
     assert [w.file for w in chosen] == [FILE]
     bookworm_arm64 = ["cp311-cp311-manylinux_2_36_aarch64", "cp311-cp311-manylinux2014_aarch64"]
     assert engine_wheels.select(lock, ["tflite"], bookworm_arm64) == []
-    assert engine_wheels.python_arch_tags(lock, "3.9", "armhf") == [
+    assert engine_wheels.python_arch_tags(lock, "cp39", "armv7l") == [
         "cp39-cp39-manylinux2014_armv7l",  # tflite-runtime
         "cp39-cp39-manylinux_2_31_armv7l",  # ncnn
     ]
