@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
 import sys
 
 import invoke
@@ -164,7 +165,9 @@ def _ensure_models(weights=None):
 def models(c, weights=None, calib=None, fixed_size="640x480"):
     """Export fp32, fp32-opt, fp32-static-WxH, int8 and int8-qop into build/models.
 
-    Fails, keeping the previous models, if either INT8 form's recall against fp32 drops below 0.95.
+    With the `[ncnn]` / `[mnn]` extras also ncnn-fp32, mnn-fp32 and mnn-int8.
+    Fails, keeping the previous models, if an INT8 variant's recall against fp32 drops below 0.95
+    or an engine's fp32 variant strays from fp32.onnx.
     """
     from retinaface.errors import ModelError
     from retinaface.names import parse_size
@@ -185,7 +188,8 @@ def models(c, weights=None, calib=None, fixed_size="640x480"):
     )
     for name, entry in manifest["models"].items():
         parity = entry.get("parity", {}).get("max_abs_diff")
-        extra = f", max |onnx - torch| = {parity:.2e}" if parity is not None else ""
+        against = "fp32.onnx" if entry.get("parity", {}).get("reference") == "fp32.onnx" else "torch"
+        extra = f", max |model - {against}| = {parity:.2e}" if parity is not None else ""
         nodes = f", {entry['nodes']} nodes" if "nodes" in entry else ""
         print(f"{name:>20}: {MODELS_DIR}/{entry['file']} ({entry['bytes']:,} bytes{nodes}{extra})")
     for name, reason in manifest.get("not_built", {}).items():
@@ -338,6 +342,7 @@ def bench_local(c, image=None, rounds=30, out="results/bench-local.json"):
             progress=lambda done, total: bar.update(done - bar.n),
         )
     write_json(out, result)
+    print(f"every row measured here, on this {platform.machine()} machine (not a Pi):")
     print(format_bench(result))
     print()
     for line in target_checks(result):
@@ -716,6 +721,64 @@ def fetch_ort(
             f"deploy installs it with: {' '.join(pip)} (the host's own, or a wheel for its tag in "
             f"wheels/; no package index); apt {' '.join(apt)}"
         )
+
+
+@task(
+    help={
+        "host": "the inventory host(s) whose wheel tags choose the wheels (facts), or a group/list",
+        "python": "without a host: the Pi's Python version, e.g. 3.9",
+        "arch": "without a host: armhf|armv7l or arm64|aarch64",
+        "engines": "comma list of engines of wheels/lock.yaml `engines` (default: all), e.g. tflite",
+        "find_links": "a local folder (or URL) holding the wheels, instead of the package index",
+        "lock": "the lock file (default wheels/lock.yaml)",
+        "wheels_dir": "where wheels are kept (default wheels/)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+@user_errors
+def fetch_engines(
+    c,
+    host=None,
+    python=None,
+    arch=None,
+    engines=None,
+    find_links=None,
+    lock=None,
+    wheels_dir=None,
+    inventory=None,
+):
+    """Download engine wheels (tflite-runtime …) into wheels/ with pip, checked against the lock.
+
+    Deploy ships each wheel of wheels/ whose tags fit the host; an engine without a wheel for a
+    host is skipped there, and the runner says why.
+    """
+    from pathlib import Path
+
+    from pi_setup import engine_wheels, wheelhouse
+    from pi_setup.errors import WheelError
+
+    lock_file = engine_wheels.load_lock(Path(lock) if lock else engine_wheels.LOCK_PATH)
+    names = engine_wheels.parse_engines(engines, lock_file)
+    if host and (python or arch):
+        raise WheelError("give --host, or --python with --arch, not both")
+    if host:
+        targets = engine_wheels.host_tags(host, inventory)
+    elif python and arch:
+        tags = engine_wheels.python_arch_tags(
+            lock_file, wheelhouse.python_tag(python), wheelhouse.wheel_arch(arch)
+        )
+        targets = [(f"{python}/{arch}", tags)]
+    else:
+        raise WheelError("give --host NAME, or --python X.Y --arch armhf|arm64")
+    dest = Path(wheels_dir) if wheels_dir else engine_wheels.WHEELS_DIR
+    for who, tags in targets:
+        chosen = engine_wheels.select(lock_file, names, tags)
+        for missing in sorted(set(names) - {w.engine for w in chosen}):
+            print(f"{who}: no {missing} wheel pinned for this host's tags; {missing} is skipped there")
+        for wheel in chosen:
+            got = engine_wheels.fetch(wheel, dest, find_links)
+            how = "cached" if got.cached else "downloaded with pip"
+            print(f"{who}: {got.path} ({wheel.size:,} bytes, {how}); sha256 matches the lock")
 
 
 @task(

