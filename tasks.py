@@ -1042,3 +1042,63 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
         print(f"wrote {path}")
     if files.failures:
         raise Exit(code=2)
+
+
+@task(
+    help={
+        "host": "emulated Pi(s) to count on, comma list (pi4-emu, pi4-emu-trixie); "
+        "each must be deployed (invoke deploy --host …)",
+        "variants": "comma list of fp32, fp32-opt, int8, int8-qop, opencv (the static model at "
+        "--size), torch, study (the study's pipeline) (default: all)",
+        "size": "input WIDTHxHEIGHT (default 640x480)",
+        "cpu": "the Pi's CPU: cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)",
+        "frames": "frames per count; per frame = (after N - after 1) / (N - 1) (default 3)",
+        "image": "the photograph (default data/images/group.jpg)",
+        "json": "write the records (per host and variant) to this file",
+    }
+)
+@user_errors
+def count(c, host, variants=None, size="640x480", cpu="cortex-a72", frames=3, image=None,
+          json=None):  # fmt: skip
+    """Count the instructions the Pi's CPU executes per frame, per stage, for every variant
+    (the runner's pipeline on the emulated Pi's own runtimes, under qemu with our plugin)."""
+    import json as json_module
+    import time
+    from pathlib import Path
+
+    from pi_setup.counting.count import DEFAULT_IMAGE, DEFAULT_VARIANTS
+    from pi_setup.counting.count import count as count_all
+    from pi_setup.counting.predict import fit_from_records
+    from pi_setup.counting.table import format_counts
+    from retinaface.detector import parse_size
+    from retinaface.errors import ModelError
+    from retinaface.evaluate import DEFAULT_IMAGES
+    from retinaface.files import write_atomic
+    from retinaface.variants import MODELS_DIR
+
+    try:
+        wh = parse_size(size)
+    except ValueError as error:
+        raise ModelError(f"--size: {error}") from None
+    frames = int(frames)
+    if frames < 2:
+        raise ModelError(f"--frames {frames}: at least 2 (the first frame is dropped)")
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    hosts = [h.strip() for h in host.split(",") if h.strip()]
+    started = time.monotonic()
+    records = count_all(
+        hosts, names or list(DEFAULT_VARIANTS), wh, cpu, _ensure_models(), MODELS_DIR,
+        Path(image) if image else DEFAULT_IMAGES / DEFAULT_IMAGE, frames,
+        progress=lambda m: print(f"[{time.monotonic() - started:6.0f} s] {m}", flush=True),
+    )  # fmt: skip
+    counted = [r for r in records if "skipped" not in r]
+    print()
+    print(format_counts(counted, fit_from_records(counted)), end="")
+    for r in records:
+        if "skipped" in r:
+            print(f"{r['host']} {r['variant']}: not counted: {r['skipped']}")
+    if json:
+        text = json_module.dumps({"format": 1, "counts": records}, indent=2) + "\n"
+        print(f"wrote {write_atomic(json, text.encode())}")
+    if not counted:
+        raise Exit("error: no variant was counted", code=1)
