@@ -75,7 +75,11 @@ def guest_for(host: str) -> Guest:
             f"{host}: no root filesystem yet: run `invoke emu-up --release {release.name}` and "
             f"`invoke deploy --host {host}` first"
         )
-    rootfs = emulator.status(release).rootfs
+    return guest_in(host, emulator.status(release).rootfs)
+
+
+def guest_in(host: str, rootfs: Path) -> Guest:
+    """HOST's deployed root filesystem at ROOTFS (the live one, or a copy taken after deploy)."""
     cfg = rootfs / DEPLOY_DIR.lstrip("/") / "venv" / "pyvenv.cfg"
     try:
         text = cfg.read_text()[:4096]
