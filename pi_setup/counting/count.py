@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from pi_setup.counting import plugin, run
+from pi_setup.counting import plugin, predict, run
 from pi_setup.errors import EmulatorError
 
 DEFAULT_VARIANTS = ("fp32", "fp32-opt", "int8", "int8-qop", "opencv", "torch", "study")
@@ -48,14 +48,16 @@ def count(
     variants: List[str],
     size: tuple,
     cpu: str,
-    manifest: dict,
+    manifest: Callable[[], dict],
     models_dir: Path,
     image: Path,
     frames: int = 3,
     progress: Callable[[str], None] = lambda _m: None,
     guest_for: Optional[Callable] = None,
 ) -> List[dict]:
-    """One record per host and variant: counted stages, or `skipped` with the reason."""
+    """One record per host and variant: counted stages, or `skipped` with the reason.
+
+    MANIFEST is called once every argument is checked (it may export the models)."""
     if cpu not in run.CPUS:
         raise EmulatorError(f"--cpu {cpu}: choose {' or '.join(run.CPUS)}")
     check_variants(variants)
@@ -63,6 +65,7 @@ def count(
         raise EmulatorError(f"--image {image}: no such file")
     guests = [(guest_for or run.guest_for)(host) for host in hosts]  # all checked before work
     so = plugin.plugin_path(progress)
+    models = manifest()  # may export the models: after every check of the command line
     records = []
     for guest in guests:
         for index, variant in enumerate(variants, start=1):
@@ -70,7 +73,7 @@ def count(
                     "qemu_cpu": run.QEMU_CPU[guest.target][cpu], "target": guest.target,
                     "size": f"{size[0]}x{size[1]}", "format": COUNT_FORMAT}  # fmt: skip
             try:
-                model, backend, study, sha = resolve(variant, manifest, models_dir, size)
+                model, backend, study, sha = resolve(variant, models, models_dir, size)
             except EmulatorError as error:
                 progress(f"[{guest.host} {index}/{len(variants)}] {variant}: skipped: {error}")
                 records.append({**base, "skipped": str(error)})
@@ -92,4 +95,5 @@ def count(
                 stages, faces, model.name, sha,
             )  # fmt: skip
             records.append({**counted.record(), "format": COUNT_FORMAT})
+    predict.attach(records)
     return records

@@ -60,3 +60,26 @@ def fit_from_records(records: list) -> Optional[CpiFit]:
         if r["variant"] == "study" and r["cpu"] == "cortex-a72" and r["size"] == "640x480":
             return fit(r["pre"], r["infer"], r["post"])
     return None
+
+
+# The fit of the study pipeline as counted on the emulated bullseye Pi (pi4-emu, 640x480,
+# onnxruntime 1.8.1 armv7l, qemu-arm cortex-a15 model; see README "Counted"): used when a run
+# of `invoke count` does not count the study itself.
+STUDY_COUNTED = None  # (pre, infer, post) instructions per frame
+
+
+def default_fit() -> Optional[CpiFit]:
+    return fit(*STUDY_COUNTED) if STUDY_COUNTED else None
+
+
+def attach(records: list) -> Optional[CpiFit]:
+    """Add `predicted_ms` {low, mid, high, model} to each counted Cortex-A72 record."""
+    band = fit_from_records(records) or default_fit()
+    if band is None:
+        return None
+    for r in records:
+        if "skipped" not in r and r["cpu"] == "cortex-a72":
+            low, mid, high = band.ms(r["e2e"])
+            r["predicted_ms"] = {"low": round(low, 1), "mid": round(mid, 1),
+                                 "high": round(high, 1), "model": MODEL_NAME}  # fmt: skip
+    return band
