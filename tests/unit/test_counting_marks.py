@@ -108,3 +108,17 @@ def test_the_table_labels_counts_and_keeps_predictions_in_their_own_column():
     assert "| 0.50 |" in text  # ours / study
     assert "predicted ms (model:" in text and "a prediction, not a measurement" in text
     assert "predicted" not in format_counts(rows)  # no fit, no prediction column
+
+
+def test_the_stated_model_is_the_fit_of_the_counted_study_pipeline():
+    from pi_setup.counting import predict
+
+    band = predict.default_fit()
+    assert band is not None and 0.7 < band.low < band.high < 1.4  # the README's CPI 0.79-1.25
+    records = [dict(_record("fp32", 15_014_616, 720_687_990, 5_254_412))]
+    predict.attach(records)
+    low, mid, high = band.ms(records[0]["e2e"])
+    assert records[0]["predicted_ms"]["mid"] == round(mid, 1) and low < mid < high
+    other = dict(_record("fp32", 1, 1, 1), cpu="cortex-a76")
+    predict.attach([other])
+    assert "predicted_ms" not in other  # fitted on a Pi 4 only: no Pi 5 prediction
