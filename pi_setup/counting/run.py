@@ -5,6 +5,9 @@ The guest is the emulated Pi's own Python with the packages `invoke deploy` put 
 those of the Pi's real runtimes. Traps handled here: the root filesystem's alternatives symlinks
 (libblas.so.3 ...) are absolute, so their folders go on LD_LIBRARY_PATH; hash randomization is
 off (PYTHONHASHSEED=0: with it, two runs of the same loop differed by 10 %); one thread.
+The guest gets host paths (the root filesystem's python, its venv's site-packages): qemu 7.2's
+-L prefix does not translate statx, which trixie's glibc uses, so Python finds its own library
+only through the host path of its executable (sys.prefix = <rootfs>/usr).
 """
 
 from __future__ import annotations
@@ -126,7 +129,10 @@ def guest_env(guest: Guest) -> dict:
         "PYTHONNOUSERSITE": "1",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
-        "LD_LIBRARY_PATH": ":".join(library_dirs(guest.rootfs)),
+        # host paths: trixie's loader stats the folders, and qemu 7.2 leaves statx untranslated
+        "LD_LIBRARY_PATH": ":".join(
+            str(guest.rootfs / d.lstrip("/")) for d in library_dirs(guest.rootfs)
+        ),
     }
 
 
@@ -139,7 +145,7 @@ def qemu_argv(guest: Guest, plugin: Path, out: Path, cpu: str, script: list) -> 
         )
     argv = [
         qemu, "-L", str(guest.rootfs), "-cpu", QEMU_CPU[guest.target][cpu],
-        "-plugin", f"{plugin},out={out},fd={MARKER_FD}", "-0", guest.python,
+        "-plugin", f"{plugin},out={out},fd={MARKER_FD}",
         str(guest.rootfs / guest.python.lstrip("/")), *script,
     ]  # fmt: skip
     if guest.target == "aarch64":
@@ -209,7 +215,8 @@ def count_one(
     try:
         out = work / "marks.txt"
         script = [
-            str(GUEST), "--repo", str(REPO), "--site", guest.site, "--model", str(model),
+            str(GUEST), "--repo", str(REPO), "--site", str(guest.rootfs / guest.site.lstrip("/")),
+            "--model", str(model),
             "--backend", backend, "--image", str(image), "--size", f"{size[0]}x{size[1]}",
             "--frames", str(frames), "--fd", str(MARKER_FD),
         ] + (["--study"] if study else [])  # fmt: skip

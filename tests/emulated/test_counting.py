@@ -96,5 +96,7 @@ def test_a_model_with_the_heads_doubled_counts_more(deployed, models, tmp_path):
         counts[name] = stages["infer"]["total"]
         assert faces[-1] > 0
     print(f"\ninfer instructions per frame: {counts}")
-    # each head conv is small next to the backbone; 1 % is twice the run-to-run spread
-    assert counts["doubled"] > counts["original"] * 1.01
+    # The 9 head convolutions are 1x1 and small next to the backbone: doubling them added
+    # 0.27 % (190.53 -> 191.04 M at 320x240, measured); two runs of one model differed by
+    # 2e-8 of the count (16 instructions in 857 M), so 0.1 % is far outside the noise.
+    assert counts["doubled"] > counts["original"] * 1.001
