@@ -1103,7 +1103,8 @@ def count(c, host, variants=None, size="640x480", cpu="cortex-a72", frames=3, im
             print(f"{r['host']} {r['variant']}: not counted: {r['skipped']}")
     if json:
         text = json_module.dumps({"format": 1, "counts": records}, indent=2) + "\n"
-        print(f"wrote {write_atomic(json, text.encode())}")
+        write_atomic(json, text.encode())
+        print(f"wrote {json}")
     if into:
         _counts_into(into, records)
     if not counted:
