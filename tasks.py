@@ -1072,11 +1072,11 @@ def count(c, host, variants=None, size="640x480", cpu="cortex-a72", frames=3, im
     from pi_setup.counting.count import count as count_all
     from pi_setup.counting.predict import default_fit, fit_from_records
     from pi_setup.counting.table import format_counts
-    from retinaface.detector import parse_size
     from retinaface.errors import ModelError
-    from retinaface.evaluate import DEFAULT_IMAGES
     from retinaface.files import write_atomic
-    from retinaface.variants import MODELS_DIR
+    from retinaface.names import parse_size
+    from retinaface.tools.evaluate import DEFAULT_IMAGES
+    from retinaface.tools.paths import MODELS_DIR
 
     try:
         wh = parse_size(size)

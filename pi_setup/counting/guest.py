@@ -6,7 +6,7 @@ which qemu's -L prefix falls back to. The frame is the photograph resized to WxH
 marker (what a camera at WxH delivers); then per frame, as `runner bench` times it:
 pre = Detector.preprocess, infer = Detector.infer, post = Detector.postprocess, each preceded
 by a marker write (its length is the code the plugin reports), and an END marker after post.
-`--study` runs the study's pipeline instead (retinaface.bench_local.StudyPipeline: numpy
+`--study` runs the study's pipeline instead (retinaface.tools.bench_local.StudyPipeline: numpy
 pre-processing, the Python-loop PriorBox, numpy decode, py_cpu_nms) on its unoptimized export.
 """
 
@@ -77,7 +77,7 @@ def our_frame(model, backend, size, mark):
 
 
 def study_frame(model, mark):
-    from retinaface.bench_local import StudyPipeline
+    from retinaface.tools.bench_local import StudyPipeline
 
     study = StudyPipeline(model, 1)
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from deploy.hostkeys import cache_dir
+from deploy.paths import cache_dir
 from pi_setup.errors import EmulatorError
 
 SOURCE = Path(__file__).with_name("insn_count.c")
