@@ -75,7 +75,9 @@ def per_frame(marks: List[Mark], frames: int) -> Dict[str, Dict[str, int]]:
         for stage, (start, stop) in spans.items():
             for i in range(len(FIELDS)):
                 sums[stage][i] += at[stop][i] - at[start][i]
-    return {
-        stage: {name: int(round(values[i] / (frames - 1))) for i, name in enumerate(FIELDS)}
-        for stage, values in sums.items()
-    }
+    out = {}
+    for stage, values in sums.items():
+        # Each class rounded on its own; the total is their sum, so the mix adds up exactly.
+        mix = {name: int(round(values[i] / (frames - 1))) for i, name in enumerate(FIELDS) if i}
+        out[stage] = {"total": sum(mix.values()), **mix}
+    return out

@@ -42,8 +42,9 @@ def test_counts_repeat_scale_with_the_area_and_add_up(deployed, tmp_path):  # no
     for stage in ("pre", "infer", "post", "e2e"):
         assert isinstance(first[stage], int) and first[stage] > 0, stage
         assert sum(first["mix"][stage].values()) == first[stage]
-    # the markers split each frame with no gap: stages sum to e2e up to the rounding of /2
-    assert abs(first["pre"] + first["infer"] + first["post"] - first["e2e"]) <= 2
+    # The markers split each frame with no gap: the stages sum to e2e (measured from the first
+    # marker to the last) up to rounding: 5 classes x 3 stages, each rounded by at most 1/2.
+    assert abs(first["pre"] + first["infer"] + first["post"] - first["e2e"]) <= 8
     assert first["mix"]["infer"]["simd"] > first["mix"]["infer"]["fp"]  # NEON kernels
     again, _ = _count(tmp_path, "fp32", SMALL, "again")
     for stage in ("pre", "infer", "post", "e2e"):

@@ -122,3 +122,17 @@ def test_the_stated_model_is_the_fit_of_the_counted_study_pipeline():
     other = dict(_record("fp32", 1, 1, 1), cpu="cortex-a76")
     predict.attach([other])
     assert "predicted_ms" not in other  # fitted on a Pi 4 only: no Pi 5 prediction
+
+
+def test_odd_sums_still_give_a_mix_that_adds_up_to_the_total():
+    """Frames 2 and 3 add one simd and one fp instruction in pre: 0.5 each per frame."""
+    acc = [0, 0, 0, 0, 0]
+    lines = [HEAD]
+    for extra in (None, (1, 0, 0, 0, 0), (0, 1, 0, 0, 0)):
+        for code in (1, 2, 3, 4):
+            if code == 2 and extra:
+                acc = [a + b for a, b in zip(acc, extra)]
+            lines.append(_line("mark", code, *acc))
+    stages = marks.per_frame(marks.parse("\n".join(lines))[1], 3)
+    for stage in marks.STAGES:
+        assert stages[stage]["total"] == sum(stages[stage][k] for k in marks.MIX), stage
