@@ -1109,3 +1109,96 @@ def report(c, results_dir, compare=None, style="tables", target_fps=None):
         print(f"wrote {path}")
     if files.failures:
         raise Exit(code=2)
+
+
+@task(
+    help={
+        "host": "emulated Pi(s) to count on, comma list (pi4-emu, pi4-emu-trixie); "
+        "each must be deployed (invoke deploy --host …)",
+        "variants": "comma list of fp32, fp32-opt, int8, int8-qop, opencv (the static model at "
+        "--size), torch, study (the study's pipeline) (default: all)",
+        "size": "input WIDTHxHEIGHT (default 640x480)",
+        "cpu": "the Pi's CPU: cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)",
+        "frames": "frames per count; per frame = (after N - after 1) / (N - 1) (default 3)",
+        "image": "the photograph (default data/images/group.jpg)",
+        "json": "write the records (per host and variant) to this file",
+        "into": "a results folder (RESULTS_DIR or latest) of remote-bench: add the records to "
+        "each counted host's bench.json and re-render its table.md / report.html",
+    }
+)
+@user_errors
+def count(c, host, variants=None, size="640x480", cpu="cortex-a72", frames=3, image=None,
+          json=None, into=None):  # fmt: skip
+    """Count the instructions the Pi's CPU executes per frame, per stage, for every variant
+    (the runner's pipeline on the emulated Pi's own runtimes, under qemu with our plugin)."""
+    import json as json_module
+    import time
+    from pathlib import Path
+
+    from pi_setup.counting.count import DEFAULT_IMAGE, DEFAULT_VARIANTS
+    from pi_setup.counting.count import count as count_all
+    from pi_setup.counting.predict import default_fit, fit_from_records
+    from pi_setup.counting.table import format_counts
+    from retinaface.errors import ModelError
+    from retinaface.files import write_atomic
+    from retinaface.names import parse_size
+    from retinaface.tools.evaluate import DEFAULT_IMAGES
+    from retinaface.tools.paths import MODELS_DIR
+
+    try:
+        wh = parse_size(size)
+    except ValueError as error:
+        raise ModelError(f"--size: {error}") from None
+    frames = int(frames)
+    if frames < 2:
+        raise ModelError(f"--frames {frames}: at least 2 (the first frame is dropped)")
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    hosts = [h.strip() for h in host.split(",") if h.strip()]
+    if not hosts:
+        raise ModelError("--host: name an emulated Pi, e.g. pi4-emu")
+    started = time.monotonic()
+    records = count_all(
+        hosts, names or list(DEFAULT_VARIANTS), wh, cpu, _ensure_models, MODELS_DIR,
+        Path(image) if image else DEFAULT_IMAGES / DEFAULT_IMAGE, frames,
+        progress=lambda m: print(f"[{time.monotonic() - started:6.0f} s] {m}", flush=True),
+    )  # fmt: skip
+    counted = [r for r in records if "skipped" not in r]
+    print()
+    print(format_counts(counted, fit_from_records(counted) or default_fit()), end="")
+    for r in records:
+        if "skipped" in r:
+            print(f"{r['host']} {r['variant']}: not counted: {r['skipped']}")
+    if json:
+        text = json_module.dumps({"format": 1, "counts": records}, indent=2) + "\n"
+        write_atomic(json, text.encode())
+        print(f"wrote {json}")
+    if into:
+        _counts_into(into, records)
+    if not counted:
+        raise Exit("error: no variant was counted", code=1)
+
+
+def _counts_into(folder, records):
+    """Put each host's count records into FOLDER/<host>/bench.json, then re-render the report."""
+    import json
+    from pathlib import Path
+
+    from deploy.results.model import latest_results
+    from deploy.results.render import render_reports
+    from deploy.results.schema import check_bench, read_bench
+    from retinaface.files import write_atomic
+
+    folder = latest_results() if folder == "latest" else folder
+    for host in dict.fromkeys(r["host"] for r in records):
+        path = Path(folder) / host / "bench.json"
+        if not path.is_file():
+            raise DeployError(
+                f"--into {folder}: no {host}/bench.json there (run `invoke remote-bench --host "
+                f"{host}` first, or leave --into out)"
+            )
+        data = read_bench(path)
+        data["counts"] = {"format": 1, "records": [r for r in records if r["host"] == host]}
+        check_bench(data, path)
+        write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+    for written in render_reports(Path(folder)).paths:
+        print(f"wrote {written}")

@@ -14,6 +14,7 @@ import jinja2
 from deploy.errors import DeployError
 from deploy.paths import TEMPLATES
 from deploy.results.model import collect_results
+from deploy.results.sections.counts import count_sections
 from deploy.results.sections.profile import profile_rows
 from deploy.results.sections.stream import stream_rows, trace_rows
 from deploy.results.sections.sweep import is_sweep, sweep_section
@@ -125,4 +126,5 @@ def extra_sections(results: list, target_fps: Optional[float] = None) -> dict:
         "sweeps": [sweep_section(r, target_fps) for r in results if is_sweep(r)],
         "profiles": [item for item in profiles if item["rows"]],
         "traces": [item for item in traces if item["rows"]],
+        "counts": count_sections(results),  # bench.json "counts": `invoke count --into`
     }

@@ -155,6 +155,47 @@ def _check(data) -> None:
         raise _Bad("order", "names a variant twice")
     for name in order:
         _check_variant(_dict(_get(variants, name, "variants."), f"variants.{name}"), name)
+    if "counts" in data:
+        _check_counts(_dict(data["counts"], "counts"))
+
+
+COUNT_FIELDS = ("simd", "fp", "int", "ldst", "branch")
+MAX_COUNT = 10**13  # instructions per frame: ~10^9 here, far below
+
+
+def _check_counts(counts: dict) -> None:
+    """`invoke count --into`'s record (format 1): integers per stage, the mix, a prediction."""
+    if counts.get("format") != 1 or isinstance(counts.get("format"), bool):
+        raise _Bad("counts.format", f"is an unknown format {repr(counts.get('format'))[:40]}")
+    for index, record in enumerate(_list(_get(counts, "records", "counts."), "counts.records")):
+        where = f"counts.records[{index}]."
+        record = _dict(record, where[:-1])
+        for key in ("host", "variant", "cpu", "qemu_cpu", "size"):
+            _text(_get(record, key, where), where + key)
+        if "skipped" in record:
+            _text(record["skipped"], where + "skipped")
+            continue
+        for stage in STAGES:
+            _count(_get(record, stage, where), where + stage)
+        mix = _dict(_get(record, "mix", where), where + "mix")
+        for stage in STAGES:
+            shares = _dict(_get(mix, stage, where + "mix."), f"{where}mix.{stage}")
+            for key in COUNT_FIELDS:
+                _count(_get(shares, key, f"{where}mix.{stage}."), f"{where}mix.{stage}.{key}")
+        predicted = _dict(record.get("predicted_ms"), where + "predicted_ms", required=False)
+        if predicted:
+            for key in ("low", "mid", "high"):
+                _number(
+                    _get(predicted, key, where + "predicted_ms."),
+                    f"{where}predicted_ms.{key}",
+                    minimum=0,
+                )
+            _text(_get(predicted, "model", where + "predicted_ms."), where + "predicted_ms.model")
+
+
+def _count(value, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Bad(where, f"is not an instruction count (an integer 0…{MAX_COUNT})")
 
 
 def _check_host(host: dict) -> None:
