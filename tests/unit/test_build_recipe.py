@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import zipfile
@@ -172,8 +171,8 @@ def _wait_for(predicate, timeout=30.0):
     raise AssertionError("timed out")
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler")
 def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
+    """Builds pi-probe's C extension here: needs gcc and libc6-dev (.ci/run installs them)."""
     repo = make_probe_repo(tmp_path / "repo")
     work = str(tmp_path / "builder")
     wheels = tmp_path / "wheels"
