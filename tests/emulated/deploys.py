@@ -115,29 +115,36 @@ def inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def current_release(st):
-    """The release id the Pi's `current` points at (from its deploy.json), or None."""
-    out = ssh(st, f"cat {DEPLOY_DIR}/current/deploy.json 2>/dev/null", timeout=300)
+def pi_state(st) -> tuple:
+    """(release id of the Pi's `current` or None, its venv's wheel marker or None)."""
+    out = ssh(
+        st,
+        f"cat {DEPLOY_DIR}/current/deploy.json 2>/dev/null; echo; echo '--- venv'; "
+        f"cat {DEPLOY_DIR}/venv/.retinaface-pi-wheels 2>/dev/null",
+        timeout=300,
+    )
+    record, _, marker = out.stdout.partition("\n--- venv\n")
     try:
-        return json.loads(out.stdout)["release"] if out.returncode == 0 else None
+        release = json.loads(record)["release"]
     except (ValueError, KeyError, TypeError):
-        return None
+        release = None
+    return release, marker or None
 
 
 def deploy_once(emulators, st) -> None:
-    """`invoke deploy --host <emulator>` unless its `current` is the release this session
-    deployed there from the same inputs (then the deploy would be a no-op; it is slow under qemu)."""
+    """`invoke deploy --host <emulator>` unless the Pi still has what this session deployed there
+    from the same inputs (its `current` release and venv; a no-op deploy is slow under qemu)."""
     key = inputs_digest()
     done = emulators.deployed.get(st.release)
-    if done is not None and done == (key, current_release(st)):
+    if done is not None and done == (key, pi_state(st)):
         return
     out = invoke("deploy", "--host", st.host, timeout=1800)
     assert out.returncode == 0, (
         f"deploy to {st.host} failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
     )
-    release = current_release(st)
-    assert release, f"{st.host}: no {DEPLOY_DIR}/current/deploy.json after the deploy"
-    emulators.deployed[st.release] = (key, release)
+    state = pi_state(st)
+    assert state[0] and state[1], f"{st.host}: no current/deploy.json or venv marker after deploy"
+    emulators.deployed[st.release] = (key, state)
 
 
 def upload_images(st) -> None:
