@@ -4,7 +4,6 @@ detached run / resume / pull / manifest machinery on the local host with the pi-
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import zipfile
@@ -18,6 +17,7 @@ from deploy.hosts.inventory import LOCAL_HOST
 from pi_setup import build_wheels as bw
 from pi_setup import setup_pi
 from pi_setup.errors import WheelError
+from tests.fixtures.golden import check_golden
 from tests.fixtures.pi_probe_repo import make_probe_repo
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "build_wheels_torch.sh"
@@ -29,10 +29,7 @@ def torch_script() -> str:
 
 
 def test_golden_torch_recipe():
-    script = torch_script()
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(script)
-    assert script == GOLDEN.read_text(), "recipe changed: rerun with UPDATE_GOLDEN=1 and review"
+    check_golden(GOLDEN.name, torch_script())
 
 
 def test_torch_recipe_says_what_the_issue_asks():
