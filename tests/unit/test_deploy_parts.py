@@ -344,7 +344,7 @@ def test_a_model_whose_digest_differs_from_its_manifest_is_refused(models_dir, t
     """A model file changed after `invoke models` wrote its sha256 never reaches a host."""
     import shutil
 
-    from deploy.release import plan_release
+    from deploy.workflow.release import plan_release
     from retinaface.files import sha256_file
 
     models = tmp_path / "models"
