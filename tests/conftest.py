@@ -14,6 +14,12 @@ import pytest
 from tests.paths import IMAGES, REPO, SHARED  # noqa: F401  (re-exported for fixtures)
 
 
+def pytest_runtest_setup(item):
+    """A `root` test run by another user fails with what to do (a skip would hide it in CI)."""
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.fail("needs root (chroot, chown or seteuid): run as root, or -m 'not root'")
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """The model variants exported once per test session from the embedded trained weights."""

@@ -26,6 +26,7 @@ SCORE = 0.5
 AP_SCORE = 0.02
 IOU = 0.5
 INT8_MIN_RECALL = 0.95
+INT8_GATED = ("int8", "int8-qop")  # both quantized forms must keep the fp32 faces
 
 
 def list_images(folder: Path) -> List[Path]:
@@ -123,6 +124,12 @@ def agreement(reference: Dict[str, List[dict]], found: Dict[str, List[dict]]) ->
         "reference_faces": positives,
         "found_faces": kept,
     }
+
+
+def int8_below_gate(metrics: Dict[str, dict], variants: Sequence[str] = INT8_GATED) -> list:
+    """[(variant, recall)] of the INT8 variants whose recall is below INT8_MIN_RECALL."""
+    recalls = [(name, metrics[name]["recall"]) for name in variants]
+    return [(name, recall) for name, recall in recalls if recall < INT8_MIN_RECALL]
 
 
 def evaluate_variants(

@@ -19,6 +19,7 @@ import pytest
 from deploy.paths import project_known_hosts
 from pi_setup import emulator
 from pi_setup.rootfs import mounts_under
+from retinaface.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO.parent / "shared" / "data" / "images"
@@ -67,7 +68,7 @@ class Emulators:
     def __init__(self) -> None:
         self.started: set = set()
         self.up_seconds: dict = {}
-        self.deployed: set = set()  # releases deployed to in this session
+        self.deployed: dict = {}  # release -> (inputs digest, release id) deployed this session
         self.clean: set = set()  # built in this session, so already fresh
         self.builders: dict = {}
         self.first_build_past_debootstrap = threading.Event()
@@ -188,3 +189,68 @@ def invoke(*args: str, timeout: float = 3600, env=None) -> subprocess.CompletedP
         timeout=timeout,
         env=env if env is not None else dict(os.environ),
     )
+
+
+# --- what the tests deploy (tests/emulated/deploys.py): each test names the one it needs ---
+
+
+@pytest.fixture(scope="session")
+def build_models(models_dir) -> Path:
+    """build/models as this session's export made it (what `invoke deploy` ships)."""
+    from .deploys import fresh_build_models
+
+    return fresh_build_models(models_dir)
+
+
+@pytest.fixture(scope="session")
+def real_wheels(request) -> dict:
+    """wheels/ holds the real onnxruntime 1.8.1 cp39 build (sha256 from the lock) and a numpy
+    wheel verified by digest against its cross-build record, or built in this session."""
+    from .deploys import (
+        ORT_FILE,
+        ORT_SHA256,
+        chosen_numpy,
+        install_cross_numpy,
+        verified_numpy_wheel,
+    )
+
+    out = invoke(
+        "fetch-ort", "--os", "buster", "--python", "3.9", "--version", "1.8.1",
+        "--mirror", str(REPO.parent / "shared" / "wheels"), timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    wheels = REPO / "wheels"
+    ort = wheels / ORT_FILE
+    assert sha256_file(ort) == ORT_SHA256
+    numpy_wheel = verified_numpy_wheel(wheels)
+    if numpy_wheel is None:
+        # The session's `invoke build-wheels --builder cross` run (the cross tier's subject,
+        # gated on the emulated Pi) makes it: deploy takes it from wheels/ like a user's build.
+        numpy_wheel = install_cross_numpy(request.getfixturevalue("cross_run"), wheels)
+    shipped = chosen_numpy(wheels)
+    assert shipped == numpy_wheel, (
+        f"wheels/{shipped.name} would be deployed instead of the verified {numpy_wheel.name}: "
+        "move it out of wheels/"
+    )
+    return {"onnxruntime": ort, "numpy": numpy_wheel}
+
+
+@pytest.fixture
+def pi4_emu_deployed(emulators, bullseye, build_models, real_wheels) -> emulator.EmuStatus:
+    """pi4-emu (bullseye) as a user deploys it: the models, the runner, onnxruntime 1.8.1 and
+    the numpy wheel; the test images beside."""
+    from .deploys import deploy_once, upload_images
+
+    deploy_once(emulators, bullseye)
+    upload_images(bullseye)
+    return bullseye
+
+
+@pytest.fixture
+def trixie_deployed(emulators, trixie, build_models) -> emulator.EmuStatus:
+    """pi4-emu-trixie: the models and the runner (onnxruntime 1.21 is Debian's); the images."""
+    from .deploys import deploy_once, upload_images
+
+    deploy_once(emulators, trixie)
+    upload_images(trixie)
+    return trixie

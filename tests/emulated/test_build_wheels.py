@@ -208,10 +208,16 @@ def test_fetch_ort_takes_os_and_python_from_emulated_pi_facts(bullseye, tmp_path
 def test_setup_pi_on_emulated_pi_is_idempotent(bullseye):
     from pi_setup.setup_pi import setup_pi
 
+    # Work to do whatever ran before: no venv (a deploy fixture that comes later sees the venv's
+    # wheel marker gone and deploys again).
+    gone = ssh(bullseye, "rm -rf ~/retinaface-pi/venv")
+    assert gone.returncode == 0, gone.stderr
     (checked,) = setup_pi("pi4-emu", check=True)
+    assert any(line.startswith("create venv ") for line in checked.would), checked.would
     (first,) = setup_pi("pi4-emu")
     assert not first.would
     assert len(first.changed) == len(checked.would)  # check mode predicted exactly this
+    assert any(line.startswith("created venv ") for line in first.changed), first.changed
     (second,) = setup_pi("pi4-emu")
     assert not second.changed and not second.would
     assert any(line.startswith("apt packages") for line in second.ok)

@@ -12,75 +12,33 @@ labelled and says which operators 1.8.1 executes.
 from __future__ import annotations
 
 import csv
-import glob
-import hashlib
 import json
-import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, invoke, ssh
+from .conftest import invoke, ssh
+from .deploys import ORT_FILE
 from .test_runner_emulated import (
     DEPLOY_DIR,
     IMAGE_NAMES,
     IMAGES,
     REMOTE,
     SIZE,
-    _deploy,
     _x86_faces,
     assert_same_faces,
     manifest,  # noqa: F401  (fixture)
     models,  # noqa: F401  (fixture)
 )
 
-ORT_FILE = "onnxruntime-1.8.1-cp39-cp39-linux_armv7l.whl"
-ORT_SHA256 = "f2a1cd015bbbf54e5e5d05490e8e3292d2ed877281e37e969ee97ce41d2d6c2d"  # shared SOURCES.md
-NUMPY_GLOB = "numpy-1.*-cp39-cp39-linux_armv7l.whl"
 C_API_ERROR = "compiled against API version"
 VENV_PY = f"{DEPLOY_DIR}/venv/bin/python"
 
 
-@pytest.fixture(scope="session")
-def real_wheels(request) -> dict:
-    """wheels/ holds the real onnxruntime 1.8.1 cp39 build and an armv7l numpy >= 1.20 wheel."""
-    out = invoke(
-        "fetch-ort", "--os", "buster", "--python", "3.9", "--version", "1.8.1",
-        "--mirror", str(REPO.parent / "shared" / "wheels"), timeout=600,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    ort = REPO / "wheels" / ORT_FILE
-    assert hashlib.sha256(ort.read_bytes()).hexdigest() == ORT_SHA256
-    if not glob.glob(str(REPO / "wheels" / NUMPY_GLOB)):
-        # The session's `invoke build-wheels --builder cross` run (the cross tier's subject,
-        # gated on the emulated Pi) made it: deploy takes it from wheels/ like a user's build.
-        cross = request.getfixturevalue("cross_run")
-        assert cross.result.returncode == 0, cross.result.stdout[-3000:] + cross.result.stderr[-3000:]
-        numpy_wheel = cross.wheel("numpy")
-        partial = REPO / "wheels" / f".{numpy_wheel.name}.part"
-        shutil.copyfile(numpy_wheel, partial)
-        partial.rename(REPO / "wheels" / numpy_wheel.name)
-        # deploy ships only wheels manifest.json recorded: carry the cross run's entry over
-        from pi_setup.build_wheels import update_manifest
-
-        entry = cross.manifest[numpy_wheel.name]
-        update_manifest(REPO / "wheels" / "manifest.json", {numpy_wheel.name: entry})
-    numpy_wheels = sorted(glob.glob(str(REPO / "wheels" / NUMPY_GLOB)))
-    assert numpy_wheels, f"no {NUMPY_GLOB} in wheels/ after the cross build"
-    return {"onnxruntime": ort, "numpy": Path(numpy_wheels[-1])}
-
-
 @pytest.fixture
-def deployed(emulators, real_wheels, bullseye, manifest):  # noqa: F811
-    """`invoke deploy --host pi4-emu` with the real wheels (once per session; timed)."""
-    first = bullseye.release not in emulators.deployed
-    began = time.monotonic()
-    _deploy(emulators, bullseye)
-    if first:
-        seconds = time.monotonic() - began
-        print(f"\nemulated deploy to pi4-emu (onnxruntime 1.8.1 + numpy wheel): {seconds:.0f} s")
-    return bullseye
+def deployed(pi4_emu_deployed):
+    """pi4-emu with the real wheels (conftest.py: idempotent, whatever ran before)."""
+    return pi4_emu_deployed
 
 
 def test_the_venv_imports_onnxruntime_181_with_our_numpy_and_no_c_api_error(deployed, real_wheels):

@@ -3,45 +3,39 @@
 bullseye: torch 1.7.1 on the .pth, OpenCV 4.5.1 DNN on the static simplified ONNX.
 trixie: onnxruntime 1.21 on the fp32, fp32-opt and int8 ONNX variants.
 Each emulator gets a real `invoke deploy --host pi4-emu[-trixie]` (runner wheel in a venv with the
-system site packages, the model variants of build/models); the test images are copied beside.
+system site packages, the model variants of build/models; on pi4-emu also onnxruntime 1.8.1 and
+the numpy wheel, as a user deploys it); the test images are copied beside. The fixtures that deploy
+are in conftest.py and deploys.py: each test names the deploy it needs, in any order.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from retinaface.config import CONF_THRESHOLD
 
-from .conftest import IMAGES, REPO, invoke, ssh_argv
+from .conftest import IMAGES, ssh_argv
+from .deploys import DEPLOY_DIR, IMAGE_NAMES, REMOTE  # noqa: F401  (re-exported)
 
 SIZE = (320, 240)
-IMAGE_NAMES = ("group.jpg", "selfie.jpg")
-REMOTE = "retinaface-emu-test"
-DEPLOY_DIR = "retinaface-pi"  # inventory.yaml: deploy_dir ~/retinaface-pi (ssh starts in ~)
 
 
 @pytest.fixture(scope="session")
-def manifest() -> dict:
-    """build/models/manifest.json, exporting the model variants first if there are none."""
+def manifest(build_models) -> dict:
+    """build/models/manifest.json of this session's export (tests/emulated/deploys.py)."""
     from retinaface.manifest import load_manifest
-    from retinaface.tools.export import export_models
 
-    models_dir = REPO / "build" / "models"
-    if not (models_dir / "manifest.json").exists():
-        export_models(models_dir)
-    return load_manifest(models_dir)
+    return load_manifest(build_models)
 
 
 @pytest.fixture(scope="session")
-def models(manifest) -> dict:
+def models(manifest, build_models) -> dict:
     """Model file of each variant of the manifest."""
-    return {name: REPO / "build" / "models" / e["file"] for name, e in manifest["models"].items()}
+    return {name: build_models / e["file"] for name, e in manifest["models"].items()}
 
 
 def _variants(manifest: dict, backend: str) -> list:
@@ -55,27 +49,6 @@ def _x86_faces(model: Path, backend: str, image: Path) -> list:
 
     detector = Detector(str(model), backend=backend, size=SIZE)
     return detector.detect(read_image(str(image)))
-
-
-def _deploy(emulators, st) -> None:
-    """`invoke deploy --host <emulator>` once per session, then the test images beside it."""
-    if st.release not in emulators.deployed:
-        out = invoke("deploy", "--host", st.host, timeout=1800)
-        assert out.returncode == 0, (
-            f"deploy to {st.host} failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
-        )
-        emulators.deployed.add(st.release)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name in IMAGE_NAMES:
-            tar.add(IMAGES / name, f"images/{name}")
-    proc = subprocess.run(
-        ssh_argv(st) + [f"rm -rf {REMOTE} && mkdir -p {REMOTE} && tar -x -C {REMOTE} -f -"],
-        input=buffer.getvalue(),
-        capture_output=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
 
 
 def _remote_faces(st, model: Path, backend: str, image: str) -> list:
@@ -112,21 +85,25 @@ def assert_same_faces(arm: list, x86: list, what: str, min_iou: float = 0.9) -> 
 
 def assert_same_clear_faces(
     arm: list, x86: list, what: str, min_iou: float = 0.8, clear: float = CONF_THRESHOLD + 0.1
-) -> None:
-    """Each face scored >= CLEAR on one side has a partner with IoU >= MIN_IOU on the other.
+) -> int:
+    """Each face scored >= CLEAR on one side has a partner with IoU >= MIN_IOU on the other;
+    returns how many faces were so checked (0: the comparison proved nothing).
 
     For frames decoded by two different JPEG decoders and OpenCV builds (the Pi's and x86's):
     a face within 0.1 of the threshold may land on either side of it (seen: 23 faces on armv7l,
     24 on x86 in a crowd frame); every clearly detected face must still match."""
+    checked = 0
     for ours, theirs, side in ((x86, arm, "x86"), (arm, x86, "armv7l")):
         for face in ours:
             if face["score"] < clear:
                 continue
+            checked += 1
             iou = max((_iou(face["box"], other["box"]) for other in theirs), default=0.0)
             assert iou >= min_iou, (
                 f"{what}: {side} face {face['box']} (score {face['score']}) has no partner "
                 f"(best IoU {iou:.3f})"
             )
+    return checked
 
 
 def _check(st, files: dict, variant: str, backend: str) -> None:
@@ -148,8 +125,12 @@ def test_iou_matcher_can_fail():
     with pytest.raises(AssertionError, match="IoU"):
         assert_same_faces([{"box": [5, 5, 15, 15]}], [face], "shifted")
     assert_same_faces([{"box": [0, 0, 10, 10.2]}], [face], "close")
-    sure, borderline = {"box": [0, 0, 10, 10], "score": 0.99}, {"box": [20, 20, 30, 30], "score": 0.62}
-    assert_same_clear_faces([sure], [sure, borderline], "borderline face dropped")
+    sure, borderline = (
+        {"box": [0, 0, 10, 10], "score": 0.99},
+        {"box": [20, 20, 30, 30], "score": 0.62},
+    )
+    assert assert_same_clear_faces([sure], [sure, borderline], "borderline face dropped") == 2
+    assert assert_same_clear_faces([borderline], [borderline], "nothing clear") == 0
     with pytest.raises(AssertionError, match="x86 face"):
         assert_same_clear_faces([borderline], [sure, borderline], "clear face lost")
     with pytest.raises(AssertionError, match="armv7l face"):
@@ -157,15 +138,13 @@ def test_iou_matcher_can_fail():
 
 
 @pytest.fixture
-def bullseye_runner(emulators, bullseye, manifest):
-    _deploy(emulators, bullseye)
-    return bullseye
+def bullseye_runner(pi4_emu_deployed):
+    return pi4_emu_deployed
 
 
 @pytest.fixture
-def trixie_runner(emulators, trixie, manifest):
-    _deploy(emulators, trixie)
-    return trixie
+def trixie_runner(trixie_deployed):
+    return trixie_deployed
 
 
 def test_bullseye_torch_171(bullseye_runner, models):

@@ -19,14 +19,13 @@ import urllib.request
 
 import cv2
 import numpy as np
-import pytest
 
 from deploy.workflow.service import StreamSettings, render_unit
 from retinaface.detector import Detector
 from tests.fixtures.video import make_video, read_frames
 
-from .conftest import REPO, ssh, ssh_argv
-from .test_runner_emulated import DEPLOY_DIR, _deploy, assert_same_clear_faces
+from .conftest import ssh, ssh_argv
+from .test_runner_emulated import DEPLOY_DIR, assert_same_clear_faces
 
 MODEL = "fp32-static-640x480"  # bullseye has no onnxruntime: OpenCV 4.5.1 DNN runs this one
 
@@ -42,20 +41,8 @@ def _get(url: str):
         return reply.status, reply.read()
 
 
-@pytest.fixture(scope="module")
-def models_built():
-    """build/models, exported first if missing (what `invoke deploy` ships)."""
-    from retinaface.tools.export import export_models
-
-    models = REPO / "build" / "models"
-    if not (models / "manifest.json").exists():
-        export_models(models)
-    return models
-
-
-def test_exec_start_line_streams_on_the_emulated_pi(emulators, bullseye, models_built, tmp_path):
-    pi = bullseye
-    _deploy(emulators, pi)
+def test_exec_start_line_streams_on_the_emulated_pi(pi4_emu_deployed, build_models, tmp_path):
+    pi = pi4_emu_deployed
     home = ssh(pi, 'printf "%s" "$HOME"').stdout.strip()
     deploy_dir = f"{home}/{DEPLOY_DIR}"
     video = make_video(tmp_path / "faces.avi", frames_per_photo=5, fps=10)
@@ -127,8 +114,13 @@ def test_exec_start_line_streams_on_the_emulated_pi(emulators, bullseye, models_
     records = [json.loads(line) for line in lines]
     assert len(records) >= 2
     frames = read_frames(video)
-    detector = Detector(str(models_built / (MODEL + ".onnx")), backend="opencv")
+    detector = Detector(str(build_models / (MODEL + ".onnx")), backend="opencv")
+    compared = 0
     for record in records:
         # --loop (a file in a service replays) numbers frames on across rewinds.
         want = detector.detect(frames[record["frame"] % len(frames)])
-        assert_same_clear_faces(record["faces"], want, f"frame {record['frame']}", min_iou=0.8)
+        where = f"frame {record['frame']}"
+        compared += assert_same_clear_faces(record["faces"], want, where, min_iou=0.8)
+    assert compared > 0, (
+        f"no clearly detected face in {len(records)} streamed frames: nothing compared"
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -96,10 +95,8 @@ def test_host_that_stops_answering_times_out(lab, tmp_path):
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         try:
-            start = time.monotonic()
             error = _get_within(conn, str(remote), local / "bench.json", timeout=2)
-            assert isinstance(error, DeployError) and "timed out" in str(error), error
-            assert time.monotonic() - start < 30
+            assert isinstance(error, DeployError) and "timed out after 2 s" in str(error), error
         finally:
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)

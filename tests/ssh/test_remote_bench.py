@@ -194,10 +194,8 @@ def test_timeout_stops_the_benchmark_on_the_host(models_dir, tmp_path):
     options = BenchOptions(runs=100000, warmup=0, windows=1000, variants=["fp32"], timeout_s=8.0)
     events = []
     with open_host(LOCAL_HOST) as conn:
-        started = time.monotonic()
         with pytest.raises(DeployError, match="took longer than 8 s and was stopped"):
             run_remote_bench(conn, str(deploy_dir), options, "t1", progress=events.append)
-    assert time.monotonic() - started < 30
     assert any(event.get("phase") == "timed" for event in events)
     pid = int((deploy_dir / "bench" / "t1" / "pid").read_text())
     for _ in range(50):

@@ -219,6 +219,7 @@ def test_print_script_refuses_a_bad_os_flag():
     assert_one_line(run("build-wheels", "--print-script", "--os", "Bulls eye"), "--os")
 
 
+@pytest.mark.root  # seteuid
 def test_emu_down_as_a_normal_user_names_emu_down():
     # The effective uid drops to nobody after the imports (root's home is not readable by nobody).
     code = textwrap.dedent(

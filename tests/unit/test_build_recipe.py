@@ -4,8 +4,6 @@ detached run / resume / pull / manifest machinery on the local host with the pi-
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import zipfile
@@ -19,6 +17,7 @@ from deploy.hosts.inventory import LOCAL_HOST
 from pi_setup import build_wheels as bw
 from pi_setup import setup_pi
 from pi_setup.errors import WheelError
+from tests.fixtures.golden import check_golden
 from tests.fixtures.pi_probe_repo import make_probe_repo
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "build_wheels_torch.sh"
@@ -30,10 +29,7 @@ def torch_script() -> str:
 
 
 def test_golden_torch_recipe():
-    script = torch_script()
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(script)
-    assert script == GOLDEN.read_text(), "recipe changed: rerun with UPDATE_GOLDEN=1 and review"
+    check_golden(GOLDEN.name, torch_script())
 
 
 def test_torch_recipe_says_what_the_issue_asks():
@@ -172,8 +168,8 @@ def _wait_for(predicate, timeout=30.0):
     raise AssertionError("timed out")
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler")
 def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
+    """Builds pi-probe's C extension here: needs gcc and libc6-dev (.ci/run installs them)."""
     repo = make_probe_repo(tmp_path / "repo")
     work = str(tmp_path / "builder")
     wheels = tmp_path / "wheels"
@@ -199,7 +195,7 @@ def test_detached_build_interrupt_resume_pull_and_manifest(tmp_path):
         assert status.state == "finished", (Path(work) / "build.log").read_text()[-2000:]
         log = (Path(work) / "build.log").read_text()
         assert "keeping the source and build tree" in log
-        assert status.elapsed is not None and status.elapsed < 60
+        assert isinstance(status.elapsed, int) and status.elapsed >= 0  # recorded, not timed
 
         # The gate refuses this x86 wheel before it reaches the wheels folder: one line.
         with pytest.raises(WheelError) as refused:

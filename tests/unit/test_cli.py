@@ -118,8 +118,17 @@ def test_bad_size_flag(models_dir):
 
 @pytest.mark.parametrize("task", ["detect", "models"])
 def test_every_task_has_help(task):
+    import tasks
+
+    body = getattr(tasks, task)
     result = run("--help", task)
-    assert result.returncode == 0 and "Docstring" in result.stdout
+    assert result.returncode == 0, result.stderr
+    shown = " ".join(result.stdout.split())  # invoke wraps the text to the terminal width
+    assert body.__doc__, f"{task}: no docstring (invoke prints 'none')"
+    assert " ".join(body.__doc__.split()) in shown
+    assert body.help, f"{task}: no option has a help text"
+    for option, text in body.help.items():
+        assert f"--{option.replace('_', '-')}" in shown and " ".join(text.split()) in shown, option
 
 
 def test_runner_reports_a_missing_model_in_one_line(tmp_path):

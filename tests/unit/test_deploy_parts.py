@@ -338,3 +338,31 @@ def test_facts_probe_expands_home_itself(tmp_path, monkeypatch):
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     facts = parse_facts("local", out)
     assert facts.home == str(tmp_path) and facts.disk_free_mb > 0 and facts.tags
+
+
+def test_a_model_whose_digest_differs_from_its_manifest_is_refused(models_dir, tmp_path):
+    """A model file changed after `invoke models` wrote its sha256 never reaches a host."""
+    import shutil
+
+    from deploy.workflow.release import plan_release
+    from retinaface.files import sha256_file
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    runner = tmp_path / "retinaface_pi_runner-0-py3-none-any.whl"
+    runner.write_bytes(b"stand-in wheel: only its digest is planned")
+    plan = plan_release(["py3-none-any"], models, tmp_path / "no-wheels", runner)
+    assert "models/int8.onnx" in {f.rel for f in plan.files}  # untouched copy: planned
+    listed = plan.manifest["models"]["int8"]["sha256"]
+    with open(models / "int8.onnx", "r+b") as handle:  # one byte flipped in place
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 1]))
+    actual = sha256_file(models / "int8.onnx")
+    with pytest.raises(DeployError) as refused:
+        plan_release(["py3-none-any"], models, tmp_path / "no-wheels", runner)
+    assert str(refused.value) == (
+        f"{models / 'int8.onnx'}: sha256 {actual} differs from manifest.json ({listed}); "
+        "re-run `invoke models`"
+    )

@@ -16,6 +16,8 @@ import pytest
 from pi_setup import emulator
 from pi_setup.errors import EmulatorError
 
+pytestmark = pytest.mark.root  # chown to a second user, chroot, useradd
+
 NEIGHBOUR = "rfpi-neighbour"
 REL = emulator.release_of("bullseye")
 

@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -20,18 +19,10 @@ from deploy.results.model import load_results
 from deploy.results.render import render_reports, render_tables
 from deploy.results.sections.tables import facts_table, reference_rows
 from deploy.workflow.remote_bench import BenchOptions, new_stamp, parse_poll, signal_name
+from tests.fixtures.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RESULTS = GOLDEN / "bench-runs"  # two recorded bench.json: a real run here and a test fixture
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # UPDATE_GOLDEN=1 pytest ... rewrites them
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert path.is_file(), f"{path} missing: run with UPDATE_GOLDEN=1 once and review it"
-    assert text == path.read_text(), f"{name} differs from the golden file"
 
 
 def test_single_host_table_matches_golden():

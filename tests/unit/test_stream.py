@@ -81,11 +81,11 @@ class Streaming:
         raise AssertionError("fewer than {} frames processed: {}".format(count, metrics))
 
     def terminate(self):
-        """SIGTERM; returns (exit code, seconds until exit, stdout rest, stderr)."""
-        sent = time.monotonic()
+        """SIGTERM; returns (exit code, stdout rest, stderr). A runner that ignores the signal
+        fails the test loudly (TimeoutExpired after 30 s); how fast it stops is not asserted."""
         self.proc.send_signal(signal.SIGTERM)
         out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, time.monotonic() - sent, out, err
+        return self.proc.returncode, out, err
 
     def kill(self):
         if self.proc.poll() is None:
@@ -172,9 +172,8 @@ def test_http_endpoints_and_sigterm(streaming, tmp_path):
         assert numbers == sorted(set(numbers))  # each part is a newer processed frame
     assert live.metrics()["frames"] > before["frames"]
 
-    code, seconds, out, err = live.terminate()
+    code, out, err = live.terminate()
     assert code == EXIT_OK, err
-    assert seconds < 5  # generous for a loaded CI box; the stop itself waits at most ~1 s
     assert "stopped by SIGTERM" in out and "Traceback" not in err
     text = lines.read_text()
     assert text.endswith("\n")

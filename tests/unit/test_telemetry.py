@@ -1,6 +1,8 @@
-"""Telemetry parsers on recorded real outputs, sysfs readers on a fake tree, validity, cool-down."""
+"""Telemetry parsers on the samples of tests/fixtures/recorded (documented formats; none recorded on
+a Pi), sysfs readers on a tree made from them, validity, cool-down."""
 
 import os
+import shlex
 import stat
 
 import pytest
@@ -17,13 +19,10 @@ from retinaface.bench.telemetry import (
     throttle_flags,
     validity,
 )
+from tests.fixtures.recorded_outputs import pi4_sysfs_files, vcgencmd_outputs
 
-# Recorded from Raspberry Pi OS (vcgencmd) and the rpi firmware driver's sysfs file.
-VCGENCMD = {
-    ("get_throttled",): "throttled=0x50005\n",
-    ("measure_temp",): "temp=61.3'C\n",
-    ("measure_clock", "arm"): "frequency(48)=1500398464\n",
-}
+# tests/fixtures/recorded/: the samples and where each came from (none from a real Pi).
+VCGENCMD = {tuple(args.split()): text for args, text in vcgencmd_outputs().items()}
 
 
 def recorded_vcgencmd(args):
@@ -31,19 +30,13 @@ def recorded_vcgencmd(args):
 
 
 def make_pi_tree(root, throttled="50005\n", temp="58437\n"):
-    """A sysfs/procfs tree like a Pi 4's, under `root`."""
-    files = {
-        "sys/class/thermal/thermal_zone0/temp": temp,
-        "sys/class/thermal/thermal_zone0/type": "cpu-thermal\n",
-        "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "ondemand\n",
-        "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "1500000\n",
-        "proc/loadavg": "0.52 0.58 0.59 1/187 2425\n",
-        "proc/meminfo": "MemTotal:        3884076 kB\nMemFree:         3311528 kB\n"
-        "MemAvailable:    3521124 kB\nBuffers:           31064 kB\n",
-        "proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
-    }
-    if throttled is not None:
-        files["sys/devices/platform/soc/soc:firmware/get_throttled"] = throttled
+    """A sysfs/procfs tree like a Pi 4's (tests/fixtures/recorded/pi4_sysfs.json) under `root`."""
+    files = dict(pi4_sysfs_files())
+    files["sys/class/thermal/thermal_zone0/temp"] = temp
+    firmware = "sys/devices/platform/soc/soc:firmware/get_throttled"
+    files[firmware] = throttled
+    if throttled is None:
+        del files[firmware]
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,14 +117,16 @@ def test_empty_tree_gives_unknowns(tmp_path):
 
 
 def test_run_vcgencmd_runs_the_tool_on_path(tmp_path, monkeypatch):
-    """The real subprocess path, with a recorded-output vcgencmd script first on PATH."""
+    """The real subprocess path, with a vcgencmd script that prints the samples first on PATH."""
     tool = tmp_path / "bin" / "vcgencmd"
     tool.parent.mkdir()
+    replies = {k: v for k, v in vcgencmd_outputs().items() if k != "measure_clock arm"}
+    cases = "".join(
+        f"  {shlex.quote(args)}) printf '%s\\n' {shlex.quote(text.rstrip())} ;;\n"
+        for args, text in replies.items()
+    )
     tool.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in\n'
-        "  get_throttled) echo throttled=0x50005 ;;\n"
-        '  measure_temp) echo "temp=61.3\'C" ;;\n'
+        f'#!/bin/sh\ncase "$*" in\n{cases}'
         "  *) echo 'error=2 error_msg=\"Invalid arguments\"'; exit 2 ;;\n"
         "esac\n"
     )
