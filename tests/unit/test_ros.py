@@ -168,3 +168,61 @@ def test_without_rospy_the_command_says_what_to_install():
     )
     assert bad.returncode == 1
     assert bad.stderr == "error: 'stray': only NAME:=VALUE remappings may follow the flags\n"
+
+
+# --- on the Pi: setup-pi --ros and the service ------------------------------------------------
+
+
+@pytest.mark.parametrize("release", ["bullseye", "bookworm"])
+def test_setup_pi_ros_script_lists_debians_ros_packages_and_checks_the_venv(release, tmp_path):
+    from pi_setup import setup_pi
+
+    path = tmp_path / "setup.sh"
+    path.write_text(setup_pi.render_setup(release, "/home/pi/retinaface-pi", ros=True))
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    check = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    text = path.read_text()
+    for package in (
+        "python3-rospy",
+        "python3-rosmaster",
+        "python3-sensor-msgs",
+        "python3-std-msgs",
+    ):
+        assert f"    {package}\n" in text
+    assert "import rospy" in text
+    plain = setup_pi.render_setup(release, "/home/pi/retinaface-pi")
+    assert "python3-rospy" not in plain and "import rospy" not in plain
+
+
+def test_service_ros_unit_runs_the_node_with_the_master_uri():
+    from deploy.errors import DeployError
+    from deploy.workflow.service import StreamSettings, exec_start, render_unit
+
+    settings = StreamSettings(
+        ros=True,
+        model="int8",
+        threads=2,
+        master_uri="http://10.0.0.5:11311",
+        image_topic="/usb_cam/image_raw",
+    ).validate()
+    unit = render_unit(settings, "/home/pi/rf", "pi", "pi4")
+    assert "Environment=ROS_MASTER_URI=http://10.0.0.5:11311\n" in unit
+    assert "Environment=ROS_HOME=/home/pi/rf/ros\n" in unit  # rospy's logs: a writable place
+    assert exec_start(settings, "/home/pi/rf") == [
+        "/home/pi/rf/venv/bin/python",
+        "-m",
+        "retinaface.runner",
+        "ros",
+        "--model",
+        "/home/pi/rf/current/models/int8.onnx",
+        "--image-topic",
+        "/usb_cam/image_raw",
+        "--threads",
+        "2",
+    ]
+    stream = render_unit(StreamSettings().validate(), "/home/pi/rf", "pi", "pi4")
+    assert "ROS_MASTER_URI" not in stream and "runner stream" in stream
+    for bad in (dict(master_uri="http://x:1 ExecStartPre=/bin/sh"), dict(image_topic="/a b")):
+        with pytest.raises(DeployError):
+            StreamSettings(ros=True, **bad).validate()
