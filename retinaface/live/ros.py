@@ -450,6 +450,7 @@ def main_ros(args):
     remaps = _remaps(args.remaps)
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", args.name):
         raise ModelError("--name {!r}: a ROS node name is letters, digits and _".format(args.name))
+    _thread_is_alive_alias()
     try:
         import rospy
     except ImportError:
@@ -502,6 +503,14 @@ def main_ros(args):
     )
     sys.stdout.flush()
     return 0
+
+
+def _thread_is_alive_alias():
+    """Debian bullseye's rospy 1.15.9 calls Thread.isAlive(), which its own Python 3.9 no longer
+    has: every shutdown (and every reaping of its connection threads) raises AttributeError.
+    Give it the old name for the new method, only where it is missing (fixed in rospy 1.15.10+)."""
+    if not hasattr(threading.Thread, "isAlive"):
+        threading.Thread.isAlive = threading.Thread.is_alive
 
 
 def _private_params(rospy, stop):

@@ -226,3 +226,18 @@ def test_service_ros_unit_runs_the_node_with_the_master_uri():
     for bad in (dict(master_uri="http://x:1 ExecStartPre=/bin/sh"), dict(image_topic="/a b")):
         with pytest.raises(DeployError):
             StreamSettings(ros=True, **bad).validate()
+
+
+def test_bullseyes_rospy_gets_the_thread_method_it_calls():
+    """rospy 1.15.9 (Debian bullseye) calls Thread.isAlive, gone since Python 3.9: with rospy
+    1.15.9 on this Python, SIGTERM ended the node with that AttributeError and exit 1."""
+    import threading
+
+    from retinaface.live.ros import _thread_is_alive_alias
+
+    _thread_is_alive_alias()
+    thread = threading.Thread(target=lambda: None)
+    assert thread.isAlive() is False
+    thread.start()
+    thread.join()
+    assert threading.Thread.isAlive is threading.Thread.is_alive or sys.version_info < (3, 9)
