@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import time
 
-from deploy.service import StreamSettings, render_unit
+from deploy.workflow.service import StreamSettings, render_unit
 from retinaface.detector import Detector
 from retinaface.imageio import read_image
 from tests.fixtures.ros import free_port

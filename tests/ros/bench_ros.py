@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 
-from retinaface import bench_stream
+from retinaface.bench import stream_bench as bench_stream
 from tests.fixtures.ros import RosMaster, ros_python_path
 from tests.paths import IMAGES, REPO
 
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from deploy.release import MODELS_DIR, ensure_models
+    from deploy.workflow.release import MODELS_DIR, ensure_models
 
     ensure_models(MODELS_DIR)
     model = MODELS_DIR / f"{args.model}.onnx"
