@@ -539,6 +539,9 @@ def bundle(c, host=None, tags=None, out=None, inventory=None):
         "jsonl": "install: also write <deploy_dir>/live/faces.jsonl (one line per frame, rotated)",
         "check": "show what would change (the unit diff, start or stop) and change nothing",
         "inventory": INVENTORY_HELP,
+        "ros": "install: run `runner ros` (the ROS node) instead of the HTTP stream",
+        "master_uri": "install --ros: ROS_MASTER_URI (default http://localhost:11311)",
+        "image_topic": "install --ros: the image topic (default /camera/image_raw)",
     },
 )
 @user_errors
@@ -555,8 +558,11 @@ def service(
     jsonl=False,
     check=False,
     inventory=None,
+    ros=False,
+    master_uri=None,
+    image_topic=None,
 ):
-    """The live stream as a systemd service on the hosts: install, start, stop, status, logs."""
+    """The live stream (or --ros: the ROS node) as a systemd service: install, start, stop, ..."""
     from deploy.workflow.commands import service as run_service
     from deploy.workflow.service import ACTIONS, StreamSettings
 
@@ -570,6 +576,9 @@ def service(
         size=size,
         threads=int(threads) if threads else None,
         jsonl=jsonl,
+        ros=ros,
+        master_uri=master_uri or "http://localhost:11311",
+        image_topic=image_topic,
     )
     result = run_service(host, action, settings, inventory, check=check)
     for report in result.reports:
@@ -951,14 +960,15 @@ def build_status(
         "check": "report what would change and change nothing",
         "swap_mb": "make sure the host has at least this much swap (0: leave swap alone)",
         "inventory": INVENTORY_HELP,
+        "ros": "also Debian's ROS 1 packages for `runner ros` (rospy, rosmaster, messages)",
     }
 )
 @user_errors
-def setup_pi(c, host=None, check=False, swap_mb=0, inventory=None):
+def setup_pi(c, host=None, check=False, swap_mb=0, inventory=None, ros=False):
     """Prepare hosts: runtime apt packages for their OS release, the venv, opt-in swap."""
     from pi_setup.setup_pi import setup_pi as run_setup
 
-    for result in run_setup(host, inventory, check=check, swap_mb=int(swap_mb)):
+    for result in run_setup(host, inventory, check=check, swap_mb=int(swap_mb), ros=ros):
         for line in result.ok:
             print(f"{result.host}: ok: {line}")
         for line in result.changed:

@@ -28,6 +28,16 @@ RUNTIME_APT: Dict[str, Tuple[str, ...]] = {
     "bookworm": _COMMON + ("libopenblas0", "libjpeg62-turbo", "libpng16-16"),
     "trixie": _COMMON + ("libopenblas0", "libjpeg62-turbo", "libpng16-16t64"),
 }
+# `setup-pi --ros`: Debian's ROS 1 (ros_comm) for `runner ros`, the same names on buster to trixie:
+# rospy, a master the Pi can run itself, the message packages the node uses, rostopic to look.
+ROS_APT = (
+    "python3-rospy",
+    "python3-rosmaster",
+    "python3-sensor-msgs",
+    "python3-std-msgs",
+    "python3-diagnostic-msgs",
+    "python3-rostopic",
+)
 
 # The swap file setup-pi makes and build-wheels may (same path: one swap per Pi).
 SWAPFILE = "/var/swap.retinaface-pi"
@@ -43,10 +53,10 @@ class SetupResult:
     would: Tuple[str, ...]
 
 
-def apt_packages(os_codename: str) -> Tuple[str, ...]:
+def apt_packages(os_codename: str, ros: bool = False) -> Tuple[str, ...]:
     """The runtime apt packages for an OS release; WheelError naming the known ones."""
     try:
-        return RUNTIME_APT[os_codename]
+        return RUNTIME_APT[os_codename] + (ROS_APT if ros else ())
     except KeyError:
         known = ", ".join(RUNTIME_APT)
         raise WheelError(
@@ -60,18 +70,20 @@ def render_setup(
     python: str = "python3",
     check: bool = False,
     swap_mb: int = 0,
+    ros: bool = False,
 ) -> str:
     """The setup script for one host (templates/setup_pi.sh.j2)."""
     return (
         environment()
         .get_template("setup_pi.sh.j2")
         .render(
-            apt_packages=apt_packages(os_codename),
+            apt_packages=apt_packages(os_codename, ros),
             deploy_dir=deploy_dir,
             python=python,
             check=check,
             swap_mb=int(swap_mb),
             swapfile=SWAPFILE,
+            ros=ros,
         )
     )
 
@@ -88,7 +100,7 @@ def parse_setup_output(host: str, text: str) -> SetupResult:
     )
 
 
-def setup_host(conn, check: bool = False, swap_mb: int = 0) -> SetupResult:
+def setup_host(conn, check: bool = False, swap_mb: int = 0, ros: bool = False) -> SetupResult:
     """Run the setup on the host behind `conn` (facts decide the OS release)."""
     from deploy.hosts.facts import gather_facts
 
@@ -99,6 +111,7 @@ def setup_host(conn, check: bool = False, swap_mb: int = 0) -> SetupResult:
         python=conn.host.python,
         check=check,
         swap_mb=swap_mb,
+        ros=ros,
     )
     result = conn.run("bash -c " + shlex.quote(script), timeout=3600, check=False)
     if not result.ok:
@@ -110,7 +123,11 @@ def setup_host(conn, check: bool = False, swap_mb: int = 0) -> SetupResult:
 
 
 def setup_pi(
-    host: Optional[str], inventory: Optional[str] = None, check: bool = False, swap_mb: int = 0
+    host: Optional[str],
+    inventory: Optional[str] = None,
+    check: bool = False,
+    swap_mb: int = 0,
+    ros: bool = False,
 ) -> List[SetupResult]:
     """setup-pi on every selected host, one after the other."""
     from deploy.hosts.connection import open_host
@@ -119,5 +136,5 @@ def setup_pi(
     results = []
     for item in load_inventory(inventory).select(host):
         with open_host(item) as conn:
-            results.append(setup_host(conn, check=check, swap_mb=swap_mb))
+            results.append(setup_host(conn, check=check, swap_mb=swap_mb, ros=ros))
     return results

@@ -1,4 +1,4 @@
-"""The runner's one command line: detect | bench | stream, parsed into config dataclasses.
+"""The runner's one command line: detect | bench | stream | ros, parsed into config dataclasses.
 
 Library code takes DetectConfig, BenchConfig and StreamConfig and names a bad value by its
 setting (SettingError); here settings become flags again for the one-line error. Nothing here
@@ -106,6 +106,9 @@ def build_parser():
     add_detect_parser(commands, size_type)
     add_bench_parser(commands, size_type)
     add_stream_parser(commands, size_type)
+    from .live.ros import add_parser as add_ros_parser
+
+    add_ros_parser(commands, size_type)
     return parser
 
 
@@ -413,4 +416,15 @@ def stream_command(args):
     return EXIT_OK
 
 
-COMMANDS = {"detect": detect_command, "bench": bench_command, "stream": stream_command}
+def ros_command(args):
+    from .live.ros import main_ros
+
+    return main_ros(args)
+
+
+COMMANDS = {
+    "detect": detect_command,
+    "bench": bench_command,
+    "stream": stream_command,
+    "ros": ros_command,
+}

@@ -33,6 +33,8 @@ _SOURCE = re.compile(r"^[A-Za-z0-9._:/?=&+,~-]+$")
 _MODEL = re.compile(r"^[A-Za-z0-9._-]+$")
 _HTTP = re.compile(r"^([A-Za-z0-9.-]*):([0-9]{1,5})$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+_MASTER = re.compile(r"^https?://[A-Za-z0-9.-]+:[0-9]{1,5}/?$")
+_TOPIC = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,19 @@ class StreamSettings:
     threads: Optional[int] = None
     jsonl: bool = False
     backend: Optional[str] = None  # None: from the model file (onnxruntime for .onnx)
+    ros: bool = False  # run `runner ros` (same unit name: one live service per host)
+    master_uri: str = "http://localhost:11311"
+    image_topic: Optional[str] = None  # None: the node's default, /camera/image_raw
 
     def validate(self) -> StreamSettings:
+        if self.ros:
+            if not _MASTER.match(self.master_uri):
+                raise DeployError(
+                    f"--master-uri {self.master_uri!r}: must be http://HOST:PORT, "
+                    "e.g. http://localhost:11311"
+                )
+            if self.image_topic is not None and not _TOPIC.match(self.image_topic):
+                raise DeployError(f"--image-topic {self.image_topic!r}: not a ROS topic name")
         if not _SOURCE.match(self.source) or "@" in self.source:
             raise DeployError(
                 f"--source {self.source!r}: use a camera index, /dev/videoN, picamera, a file path "
@@ -79,6 +92,14 @@ class StreamSettings:
 def exec_start(settings: StreamSettings, deploy_dir: str) -> list[str]:
     """The unit's ExecStart as a word list: the venv's python running the runner from current."""
     model = settings.model if settings.model.endswith(".onnx") else f"{settings.model}.onnx"
+    if settings.ros:
+        words = [f"{deploy_dir}/venv/bin/python", "-m", "retinaface.runner", "ros"]
+        words += ["--model", f"{deploy_dir}/current/models/{model}"]
+        if settings.image_topic:
+            words += ["--image-topic", settings.image_topic]
+        for flag, value in (("--backend", settings.backend), ("--size", settings.size)):
+            words += [flag, value] if value else []
+        return words + (["--threads", str(settings.threads)] if settings.threads else [])
     words = [
         f"{deploy_dir}/venv/bin/python",
         "-m",
@@ -111,7 +132,7 @@ def render_unit(settings: StreamSettings, deploy_dir: str, user: str, host: str)
     if not re.match(r"^[a-z_][a-z0-9_.-]*$", user):
         raise DeployError(f"{host}: user name {user!r} is not a plain login name")
     words = exec_start(settings, deploy_dir)
-    secret = source_env(settings) is not None
+    secret = not settings.ros and source_env(settings) is not None
     if secret:  # the URL stays in the 0600 environment file; systemd passes it as one word
         words[words.index("--source") + 1] = "${RETINAFACE_SOURCE}"
     return render(
@@ -119,9 +140,16 @@ def render_unit(settings: StreamSettings, deploy_dir: str, user: str, host: str)
         host=host,
         user=user,
         deploy_dir=deploy_dir,
-        source_shown=shown_source(settings.source),
+        source_shown=(settings.image_topic or "/camera/image_raw")
+        if settings.ros
+        else shown_source(settings.source),
         env_file=f"{deploy_dir}/{ENV_FILE}" if secret else "",
         exec_start=" ".join(words),
+        # ROS_HOME: rospy writes its logs there; live/ and ros/ are all the unit may write.
+        writable=[f"{deploy_dir}/live"] + ([f"{deploy_dir}/ros"] if settings.ros else []),
+        environment=[f"ROS_MASTER_URI={settings.master_uri}", f"ROS_HOME={deploy_dir}/ros"]
+        if settings.ros
+        else [],
     )
 
 

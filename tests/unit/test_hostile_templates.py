@@ -123,7 +123,7 @@ def contexts(bad: str):
         "deploy_venv.sh.j2": {"create": [True, False], "share_site": [True, False]},
         "bundle_unpack.sh.j2": {"action": [bad, "unpack", "commit"]},
         "facts.sh.j2": {"deploy_dir": [bad, "~/" + bad]},
-        "setup_pi.sh.j2": {"check": [True, False]},
+        "setup_pi.sh.j2": {"check": [True, False], "ros": [True, False]},
     }
     for name, base in fixed.items():
         options = branches.get(name, {})
