@@ -89,8 +89,14 @@ def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
     Deploy calls this for each wheel it installs and fails before switching the release when
     the apt packages are missing and cannot be installed.
     """
-    name = parse_wheel_name(Path(wheel_path).name)["dist"].lower().replace("-", "_")
-    pip, apt = _HOST_REQUIREMENTS.get(name, ([], []))
+    parts = parse_wheel_name(Path(wheel_path).name)
+    name = parts["dist"].lower().replace("-", "_")
+    if name not in _HOST_REQUIREMENTS or parts["plat"].startswith("manylinux"):
+        # a registry wheel (engines, onnxruntime's official aarch64 builds): its lock entry says
+        from pi_setup.engine_wheels import host_requirements as registry_requirements
+
+        return registry_requirements(name)
+    pip, apt = _HOST_REQUIREMENTS[name]
     return list(pip), list(apt)
 
 
