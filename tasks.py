@@ -580,20 +580,22 @@ def service(
 def _emu_line(st) -> str:
     state = f"running (pid {st.pid})" if st.running else "stopped"
     disk = "rootfs ready" if st.rootfs_ready else ("cached" if st.cached else "not built")
-    return f"{st.host:16} {st.release:9} {st.address}:{st.port}  {state:20} {disk}"
+    return f"{st.host:20} {st.release:16} {st.address}:{st.port}  {state:20} {disk}"
 
 
 @task(
     help={
-        "release": "Debian release of the emulated Pi: bullseye (torch 1.7.1, default) "
-        "or trixie (onnxruntime 1.21)",
+        "release": "emulated Pi: bullseye (armhf, torch 1.7.1, default), trixie (armhf, "
+        "onnxruntime 1.21), trixie-arm64 (pi4-64-emu, Cortex-A72), trixie-arm64-pi5 (pi5-emu, "
+        "Cortex-A76) or bookworm-arm64",
         "fresh": "stop it if it runs and restore a clean root filesystem from the cache "
         "(drops what was installed in it since)",
     }
 )
 @user_errors
 def emu_up(c, release="bullseye", fresh=False):
-    """Start an emulated armv7l Pi (builds or restores its root filesystem first; needs root)."""
+    """Start an emulated Pi, 32-bit or 64-bit (builds or restores its root filesystem first;
+    needs root)."""
     import time
 
     from pi_setup import emulator
@@ -605,10 +607,15 @@ def emu_up(c, release="bullseye", fresh=False):
 
     st = emulator.up(release, progress=progress, fresh=fresh)
     print(f"{st.host} is up: ssh -i {st.key_file} -p {st.port} pi@{st.address}")
-    print(f"host {st.host}  address {st.address}  port {st.port}  user pi  ({st.release} armhf)")
+    rel = emulator.release_of(st.release)
+    cpu = f", CPU {rel.cpu}" if rel.cpu else ""
+    print(
+        f"host {st.host}  address {st.address}  port {st.port}  user pi  "
+        f"({rel.codename} {rel.arch}{cpu})"
+    )
 
 
-@task(help={"release": "stop only this release (bullseye or trixie); default: all"})
+@task(help={"release": "stop only this release (e.g. trixie-arm64); default: all"})
 @user_errors
 def emu_down(c, release=None):
     """Stop the emulated Pi(s): no process and no mount are left behind."""
