@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from pi_setup.errors import WheelError
+from pi_setup.wheelhouse import python_tag, wheel_arch
 from retinaface.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -197,8 +198,6 @@ def _version_key(version: str) -> List:
 def python_arch_tags(lock: EngineLock, python: str, arch: str) -> List[str]:
     """Tags a host of this Python (3.9) and arch (armhf/armv7l, arm64/aarch64) may accept, for
     choosing without a host: every platform tag the lock uses for that arch."""
-    from pi_setup.ort import python_tag, wheel_arch
-
     tag, plat = python_tag(python), wheel_arch(arch)
     return sorted(
         t
@@ -265,21 +264,13 @@ def fetch(
     return Fetched(wheel, target, False)
 
 
-def host_requirements(dist: str, lock_path: Path = LOCK_PATH) -> Tuple[List[str], List[str]]:
-    """(pip requirements, apt packages) that the lock names for an engine's distribution."""
-    try:
-        lock = load_lock(lock_path)
-    except WheelError:
-        return [], []
-    pip_req, apt = lock.requires.get(_dist_key(dist), ([], []))
-    return list(pip_req), list(apt)
 
 
 def host_tags(host_spec: str, inventory: Optional[str] = None) -> List[Tuple[str, List[str]]]:
     """(host name, its wheel tags, most preferred first) of each selected inventory host."""
-    from deploy.connection import open_host
-    from deploy.facts import gather_facts
-    from deploy.inventory import load_inventory
+    from deploy.hosts.connection import open_host
+    from deploy.hosts.facts import gather_facts
+    from deploy.hosts.inventory import load_inventory
 
     out = []
     for host in load_inventory(inventory).select(host_spec):

@@ -93,11 +93,30 @@ def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
     name = parts["dist"].lower().replace("-", "_")
     if name not in _HOST_REQUIREMENTS or parts["plat"].startswith("manylinux"):
         # a registry wheel (engines, onnxruntime's official aarch64 builds): its lock entry says
-        from pi_setup.engine_wheels import host_requirements as registry_requirements
-
         return registry_requirements(name)
     pip, apt = _HOST_REQUIREMENTS[name]
     return list(pip), list(apt)
+
+
+LOCK_PATH = Path(__file__).resolve().parent.parent / "wheels" / "lock.yaml"
+
+
+def registry_requirements(dist: str, lock_path: Path = LOCK_PATH) -> Tuple[List[str], List[str]]:
+    """(pip requirements, apt packages) that the lock's `engines` section names for a registry
+    distribution (pi_setup.engine_wheels checks that section; an unreadable lock names none)."""
+    import yaml
+
+    key = dist.lower().replace("-", "_").replace(".", "_")
+    try:
+        engines = (yaml.safe_load(Path(lock_path).read_text()) or {}).get("engines") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return [], []
+    for spec in engines.values() if isinstance(engines, dict) else ():
+        package = spec.get("package", "") if isinstance(spec, dict) else ""
+        if isinstance(package, str) and package.lower().replace("-", "_").replace(".", "_") == key:
+            pip, apt = spec.get("requires") or [], spec.get("apt") or []
+            return [str(r) for r in pip], [str(a) for a in apt]
+    return [], []
 
 
 def wheel_requirements(wheel_names) -> Tuple[List[str], List[str]]:
