@@ -123,3 +123,16 @@ def test_the_repository_lock_pins_both_pythons_and_their_requirements():
         ["numpy>=1.20,<2"],
         ["libgomp1", "libatomic1"],
     )
+
+
+def test_deploy_meets_the_aarch64_wheel_with_the_hosts_numpy_2():
+    from deploy.hosts.facts import parse_facts
+    from deploy.workflow.push import missing_requirements
+
+    trixie = parse_facts("pi4-64-emu", "arch=arm64\npython_tag=cp313\nnumpy=2.2.4\n")
+    assert missing_requirements("pi4-64-emu", trixie, [CP313]) is None
+    # the same numpy would not do for a 32-bit build: that rule stays the armv7l wheels' own
+    armv7l = "onnxruntime-1.8.1-cp39-cp39-linux_armv7l.whl"
+    assert "needs numpy>=1.20,<2" in missing_requirements("pi4", trixie, [armv7l])
+    too_old = parse_facts("pi4-64-emu", "arch=arm64\npython_tag=cp313\nnumpy=1.19.5\n")
+    assert "needs numpy>=1.21.6" in missing_requirements("pi4-64-emu", too_old, [CP313])
