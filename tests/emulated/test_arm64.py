@@ -36,7 +36,7 @@ import os, struct, sys
 data = open("/proc/self/auxv", "rb").read()
 pairs = dict(struct.iter_unpack("<QQ", data))
 hwcap = pairs[16]  # AT_HWCAP
-print(os.environ.get("QEMU_CPU", ""), hwcap & (1 << 20) != 0, hwcap & (1 << 8) != 0)
+print(os.environ.get("QEMU_CPU", "-"), hwcap & (1 << 20) != 0, hwcap & (1 << 8) != 0)
 """  # bit 20 HWCAP_ASIMDDP (dot product: Cortex-A76 yes, A72 no), bit 8 HWCAP_ATOMICS (LSE)
 
 
