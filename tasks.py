@@ -596,20 +596,22 @@ def service(
 def _emu_line(st) -> str:
     state = f"running (pid {st.pid})" if st.running else "stopped"
     disk = "rootfs ready" if st.rootfs_ready else ("cached" if st.cached else "not built")
-    return f"{st.host:16} {st.release:9} {st.address}:{st.port}  {state:20} {disk}"
+    return f"{st.host:20} {st.release:16} {st.address}:{st.port}  {state:20} {disk}"
 
 
 @task(
     help={
-        "release": "Debian release of the emulated Pi: bullseye (torch 1.7.1, default) "
-        "or trixie (onnxruntime 1.21)",
+        "release": "emulated Pi: bullseye (armhf, torch 1.7.1, default), trixie (armhf, "
+        "onnxruntime 1.21), trixie-arm64 (pi4-64-emu, Cortex-A72), trixie-arm64-pi5 (pi5-emu, "
+        "Cortex-A76) or bookworm-arm64",
         "fresh": "stop it if it runs and restore a clean root filesystem from the cache "
         "(drops what was installed in it since)",
     }
 )
 @user_errors
 def emu_up(c, release="bullseye", fresh=False):
-    """Start an emulated armv7l Pi (builds or restores its root filesystem first; needs root)."""
+    """Start an emulated Pi, 32-bit or 64-bit (builds or restores its root filesystem first;
+    needs root)."""
     import time
 
     from pi_setup import emulator
@@ -621,10 +623,15 @@ def emu_up(c, release="bullseye", fresh=False):
 
     st = emulator.up(release, progress=progress, fresh=fresh)
     print(f"{st.host} is up: ssh -i {st.key_file} -p {st.port} pi@{st.address}")
-    print(f"host {st.host}  address {st.address}  port {st.port}  user pi  ({st.release} armhf)")
+    rel = emulator.release_of(st.release)
+    cpu = f", CPU {rel.cpu}" if rel.cpu else ""
+    print(
+        f"host {st.host}  address {st.address}  port {st.port}  user pi  "
+        f"({rel.codename} {rel.arch}{cpu})"
+    )
 
 
-@task(help={"release": "stop only this release (bullseye or trixie); default: all"})
+@task(help={"release": "stop only this release (e.g. trixie-arm64); default: all"})
 @user_errors
 def emu_down(c, release=None):
     """Stop the emulated Pi(s): no process and no mount are left behind."""
@@ -670,11 +677,13 @@ def _wheel_config(c, key, default=None):
 @task(
     help={
         "host": "take OS codename, Python and arch from this inventory host's facts (or group/list)",
-        "os": "OS codename without a host: bullseye or buster",
+        "os": "OS codename without a host: bullseye or buster (armhf), bookworm or trixie (arm64)",
         "python": "Python version without a host, e.g. 3.9",
-        "version": "onnxruntime version (default 1.9.1)",
-        "mirror": "base URL (<mirror>/<os>/<file>) or local directory with a copy of the wheels; "
-        "default: config key wheels.mirror (invoke.yaml)",
+        "arch": "without a host: armhf (default; nknytk's armv7l builds) or arm64 (the registry's "
+        "official aarch64 wheels)",
+        "version": "onnxruntime version (default: 1.9.1 on armhf, the newest pinned on arm64)",
+        "mirror": "armhf: base URL (<mirror>/<os>/<file>) or local directory with a copy of the "
+        "wheels; arm64: a --find-links folder or URL for pip; default: config key wheels.mirror",
         "update_lock": "record sha256 and size of newly verified wheels in the lock file",
         "lock": "the lock file (default wheels/lock.yaml)",
         "wheels_dir": "where wheels are kept (default wheels/)",
@@ -687,36 +696,52 @@ def fetch_ort(
     host=None,
     os=None,
     python=None,
-    version="1.9.1",
+    arch=None,
+    version=None,
     mirror=None,
     update_lock=False,
     lock=None,
     wheels_dir=None,
     inventory=None,
 ):
-    """Download the onnxruntime armv7l wheel into wheels/, verified against wheels/lock.yaml."""
+    """Download the onnxruntime wheel for each host into wheels/, verified against wheels/lock.yaml
+    (armhf: nknytk's armv7l builds; arm64: the official aarch64 wheels, with pip)."""
     from pathlib import Path
 
     from pi_setup import ort, wheelhouse
     from pi_setup.errors import WheelError
 
-    if host and (os or python):
-        raise WheelError("give --host, or --os with --python, not both")
+    if host and (os or python or arch):
+        raise WheelError("give --host, or --os with --python (and --arch), not both")
     if host:
         targets = ort.targets_for_hosts(host, inventory)
     elif os and python:
-        targets = [ort.Target(os, python)]
+        targets = [ort.Target(os, python, wheelhouse.wheel_arch(arch or "armhf"))]
     else:
         raise WheelError("give --host NAME, or --os CODENAME --python X.Y")
+    lock_path = Path(lock) if lock else ort.LOCK_PATH
+    dest = Path(wheels_dir) if wheels_dir else ort.WHEELS_DIR
+    mirror = mirror or _wheel_config(c, "mirror")
+    paths = []
+    registry = [t for t in targets if t.from_registry]
+    for target, got in ort.fetch_registry(
+        registry, version, lock_path=lock_path, dest=dest, find_links=mirror
+    ):
+        who = f"{target.host}: " if target.host else ""
+        how = "cached" if got.cached else "downloaded with pip from the package registry"
+        print(f"{who}{got.path} ({got.wheel.size:,} bytes, {how})")
+        print(f"  sha256 {got.wheel.sha256} matches the lock")
+        paths.append(got.path)
+    armhf = [t for t in targets if not t.from_registry]
     fetched = ort.fetch_for_targets(
-        targets,
-        version,
-        lock_path=Path(lock) if lock else ort.LOCK_PATH,
-        dest=Path(wheels_dir) if wheels_dir else ort.WHEELS_DIR,
-        mirror=mirror or _wheel_config(c, "mirror"),
+        armhf,
+        version or "1.9.1",
+        lock_path=lock_path,
+        dest=dest,
+        mirror=mirror,
         progress=byte_bar,
         update_lock=update_lock,
-    )
+    ) if armhf else []
     for item in fetched:
         who = f"{item.target.host}: " if item.target.host else ""
         how = "cached" if item.result.cached else f"downloaded from {item.result.url}"
@@ -724,12 +749,14 @@ def fetch_ort(
         print(f"  sha256 {item.result.sha256}; blob SHA-1 matches the lock")
         if item.lock_updated:
             print(f"  recorded sha256 and size in {lock or ort.LOCK_PATH}")
-    pip, apt = wheelhouse.host_requirements(fetched[0].result.path) if fetched else ([], [])
-    if pip or apt:
-        print(
-            f"deploy installs it with: {' '.join(pip)} (the host's own, or a wheel for its tag in "
-            f"wheels/; no package index); apt {' '.join(apt)}"
-        )
+        paths.append(item.result.path)
+    for path in dict.fromkeys(paths):
+        pip, apt = wheelhouse.host_requirements(path)
+        if pip or apt:
+            print(
+                f"deploy installs {path.name} with: {' '.join(pip)} (the host's own, or a wheel "
+                f"for its tag in wheels/; no package index)" + (f"; apt {' '.join(apt)}" if apt else "")
+            )
 
 
 @task(

@@ -3,7 +3,7 @@ while the first test tiers run, so their debootstraps overlap tests that leave a
 
 Nothing depends on it: every tier makes what it needs itself and, if this is still at work on
 the same thing, waits on the same lock. On a warm machine each step is 'present' or 'restored'.
-Usage: python3 .ci/prewarm.py emu:bullseye | emu:trixie | cross:bullseye-cp39
+Usage: python3 .ci/prewarm.py emu:bullseye | emu:trixie | emu:trixie-arm64 | cross:bullseye-cp39
 """
 
 import sys

@@ -73,15 +73,45 @@ class Release:
     port: int
     base: tuple  # installed by debootstrap
     extra: tuple  # installed afterwards by apt-get inside the chroot
+    arch: str = "armhf"  # Debian architecture (armhf runs under qemu-arm, arm64 under qemu-aarch64)
+    suite: str = ""  # Debian suite when it differs from `name` (trixie-arm64 -> trixie)
+    cpu: str = ""  # QEMU_CPU every process of this Pi runs with ("" = qemu's default)
+
+    @property
+    def codename(self) -> str:
+        return self.suite or self.name
+
+    @property
+    def image(self) -> str:
+        """The root-filesystem image: suite + arch + packages. Two Pis that differ only in
+        CPU model and port (pi4-64-emu, pi5-emu) share one cached tarball."""
+        return self.codename if self.arch == "armhf" else f"{self.codename}-{self.arch}"
 
 
 _BASE = ("python3", "python3-numpy", "openssh-server", "sudo", "ca-certificates")
 _EXTRA_COMMON = ("python3-opencv", "python3-pip", "python3-venv")
+# arm64: onnxruntime and torch come from the registry's aarch64 wheels (fetch-ort), not apt.
+_EXTRA_ARM64 = _EXTRA_COMMON
+
+# qemu-aarch64's default CPU (`max`) has dot-product, I8MM and SME, which no Pi 4 has:
+# onnxruntime would pick kernels the real board cannot run. A Pi 4 is a Cortex-A72, a Pi 5 an A76.
+PI4_CPU = "cortex-a72"
+PI5_CPU = "cortex-a76"
 
 RELEASES = {
     "bullseye": Release("bullseye", "pi4-emu", 2222, _BASE, ("python3-torch",) + _EXTRA_COMMON),
     "trixie": Release(
         "trixie", "pi4-emu-trixie", 2223, _BASE, ("python3-onnxruntime",) + _EXTRA_COMMON
+    ),
+    "trixie-arm64": Release(
+        "trixie-arm64", "pi4-64-emu", 2224, _BASE, _EXTRA_ARM64, "arm64", "trixie", PI4_CPU
+    ),
+    "trixie-arm64-pi5": Release(
+        "trixie-arm64-pi5", "pi5-emu", 2225, _BASE, _EXTRA_ARM64, "arm64", "trixie", PI5_CPU
+    ),
+    "bookworm-arm64": Release(
+        "bookworm-arm64", "pi4-64-emu-bookworm", 2226, _BASE, _EXTRA_ARM64, "arm64", "bookworm",
+        PI4_CPU,
     ),
 }
 DEFAULT_RELEASE = "bullseye"
@@ -107,6 +137,19 @@ class EmuStatus:
 
 
 # ---------------------------------------------------------------- paths and keys
+
+
+def chroot_env(release: Release) -> dict:
+    """The environment processes of RELEASE start with: CHROOT_ENV, plus QEMU_CPU on arm64
+    (qemu-user reads it at each exec, and children inherit it)."""
+    return dict(CHROOT_ENV, QEMU_CPU=release.cpu) if release.cpu else dict(CHROOT_ENV)
+
+
+def namespace_argv(release: Release, root: Path, argv: List[str]) -> List[str]:
+    """argv running ARGV chrooted in ROOT, in a private namespace; on arm64 with the host's CPU
+    files hidden (rootfs.in_namespace `cpus`), which onnxruntime's cpuinfo crashed on."""
+    return in_namespace(root, release.host, argv, cpus="0" if release.arch == "arm64" else "")
+
 
 
 def release_of(name: str) -> Release:
@@ -139,10 +182,11 @@ def cache_key(release: Release) -> str:
     blob = json.dumps(
         {
             "format": FORMAT_VERSION,
-            "release": release.name,
+            "release": release.image,
             "base": sorted(release.base),
             "extra": sorted(release.extra),
             "user": USER,
+            **({"arch": release.arch} if release.arch != "armhf" else {}),
         },
         sort_keys=True,
     )
@@ -153,7 +197,7 @@ def cache_key(release: Release) -> str:
 def tarball_path(release: Release) -> Path:
     """The cached root filesystem of RELEASE for the current cache key."""
     suffix = compressor()[0]
-    return emu_cache_dir() / f"{release.name}-{cache_key(release)}{suffix}"
+    return emu_cache_dir() / f"{release.image}-{cache_key(release)}{suffix}"
 
 
 STATE_WHAT = "the emulator's state, RETINAFACE_PI_EMU_ROOT"
@@ -206,16 +250,23 @@ def _rootfs_ready(release: Release) -> bool:
 # ---------------------------------------------------------------- host checks
 
 
-def check_host(need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = None) -> None:
-    """Check root, binfmt_misc, the qemu-arm handler and free disk; fix what can be fixed.
+# Debian architecture -> the qemu-user binfmt handler (qemu-user-static's name for it).
+HANDLERS = {"armhf": "qemu-arm", "arm64": "qemu-aarch64"}
 
-    Mounts binfmt_misc and enables qemu-arm when they are only switched off; raises an
+
+def check_host(
+    need_bytes: int = RESTORE_BYTES, paths: Optional[List[Path]] = None, arch: str = "armhf"
+) -> None:
+    """Check root, binfmt_misc, the qemu handler for ARCH and free disk; fix what can be fixed.
+
+    Mounts binfmt_misc and enables the handler when they are only switched off; raises an
     EmulatorError naming the fix otherwise.
     """
     check_root()
     _ensure_binfmt()
-    _ensure_qemu_arm()
-    _ensure_credentials()
+    handler = HANDLERS[arch]
+    _ensure_qemu_arm(handler)
+    _ensure_credentials(handler)
     for path in paths if paths is not None else [state_root(), emu_cache_dir()]:
         check_disk(path, need_bytes)
 
@@ -255,44 +306,48 @@ def _ensure_binfmt() -> None:
         )
 
 
-def _qemu_arm_entry() -> Optional[str]:
-    entry = BINFMT_DIR / "qemu-arm"
+def _qemu_arm_entry(handler: str = "qemu-arm") -> Optional[str]:
+    entry = BINFMT_DIR / handler
     try:
         return entry.read_text()
     except OSError:
         return None
 
 
-def _ensure_qemu_arm() -> None:
-    text = _qemu_arm_entry()
+def _ensure_qemu_arm(handler: str = "qemu-arm") -> None:
+    text = _qemu_arm_entry(handler)
     if text is None or not text.startswith("enabled"):
         if shutil.which("update-binfmts"):
             subprocess.run(
-                ["update-binfmts", "--enable", "qemu-arm"],
+                ["update-binfmts", "--enable", handler],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
-        text = _qemu_arm_entry()
+        text = _qemu_arm_entry(handler)
     if text is None or not text.startswith("enabled"):
         raise EmulatorError(
-            f"qemu-arm is not registered in {BINFMT_DIR} (ARM programs cannot run): "
+            f"{handler} is not registered in {BINFMT_DIR} (ARM programs cannot run): "
             "run `apt-get install qemu-user-static binfmt-support` and "
-            "`update-binfmts --enable qemu-arm` as root"
+            f"`update-binfmts --enable {handler}` as root"
         )
     flags = re.search(r"^flags:\s*(\S*)", text, re.M)
     if not flags or "F" not in flags.group(1):
         raise EmulatorError(
-            f"the qemu-arm handler in {BINFMT_DIR / 'qemu-arm'} lacks the F (fix-binary) flag, "
+            f"the {handler} handler in {BINFMT_DIR / handler} lacks the F (fix-binary) flag, "
             "so it cannot run inside a chroot: install Debian's `qemu-user-static` "
-            "(it registers with F) and run `update-binfmts --enable qemu-arm`"
+            f"(it registers with F) and run `update-binfmts --enable {handler}`"
         )
 
 
-CRED_ENTRY = "retinaface-pi-arm"
+CRED_ENTRY = "retinaface-pi-arm"  # for qemu-arm; qemu-aarch64's is retinaface-pi-aarch64
 
 
-def _ensure_credentials() -> None:
+def _cred_entry(handler: str) -> str:
+    return CRED_ENTRY if handler == "qemu-arm" else "retinaface-pi-" + handler[len("qemu-") :]
+
+
+def _ensure_credentials(handler: str = "qemu-arm") -> None:
     """Let setuid ARM programs (sudo) work: a qemu-arm handler with the C (credentials) flag.
 
     Debian registers qemu-arm without it. Rather than replace that entry (ARM programs started
@@ -300,12 +355,13 @@ def _ensure_credentials() -> None:
     kernel tries the newest entry first. It lasts until reboot; remove it with
     `echo -1 > /proc/sys/fs/binfmt_misc/retinaface-pi-arm`.
     """
-    text = _qemu_arm_entry() or ""
+    text = _qemu_arm_entry(handler) or ""
+    entry = _cred_entry(handler)
     current = re.search(r"^flags:\s*(\S*)", text, re.M)
     if current and "C" in current.group(1):
         return
     try:
-        ours = (BINFMT_DIR / CRED_ENTRY).read_text()
+        ours = (BINFMT_DIR / entry).read_text()
     except OSError:
         ours = ""
     if ours.startswith("enabled"):
@@ -318,21 +374,21 @@ def _ensure_credentials() -> None:
         mask = re.search(r"^mask\s+([0-9a-f]+)", text, re.M).group(1)
     except AttributeError:
         raise EmulatorError(
-            f"cannot read the qemu-arm handler in {BINFMT_DIR / 'qemu-arm'}"
+            f"cannot read the {handler} handler in {BINFMT_DIR / handler}"
         ) from None
 
     def escaped(hexstr: str) -> str:
         return "".join("\\x" + hexstr[i : i + 2] for i in range(0, len(hexstr), 2))
 
     new_flags = "".join(sorted(set(flags) | {"O", "C"}))
-    line = f":{CRED_ENTRY}:M:{offset}:{escaped(magic)}:{escaped(mask)}:{interpreter}:{new_flags}"
+    line = f":{entry}:M:{offset}:{escaped(magic)}:{escaped(mask)}:{interpreter}:{new_flags}"
     try:
         with open(BINFMT_DIR / "register", "w") as handle:
             handle.write(line)
     except OSError as error:
         raise EmulatorError(
-            f"cannot add the qemu-arm handler with the C flag ({error}) that `sudo` inside the "
-            f"emulator needs: run `update-binfmts --package qemu-user-static --remove qemu-arm "
+            f"cannot add the {handler} handler with the C flag ({error}) that `sudo` inside the "
+            f"emulator needs: run `update-binfmts --package qemu-user-static --remove {handler} "
             f"{interpreter}` and re-add it with `--credentials yes`"
         ) from None
 
@@ -364,18 +420,19 @@ def ensure_rootfs(release: Release, progress: Progress = lambda _msg: None) -> s
         )
     tarball = tarball_path(release)
     if tarball.exists():
-        check_host(RESTORE_BYTES, [state_root()])
+        check_host(RESTORE_BYTES, [state_root()], release.arch)
         progress(f"restoring {release.name} root filesystem from {tarball}")
         _restore(release, tarball)
         return "restored"
-    check_host(BUILD_BYTES)
+    check_host(BUILD_BYTES, arch=release.arch)
     if not shutil.which("debootstrap"):
         raise EmulatorError(
             f"no cached {release.name} root filesystem ({tarball}) and no debootstrap to build "
             "one: run `apt-get install debootstrap` as root"
         )
     progress(
-        f"building the {release.name} armhf root filesystem (5-10 min; log {dirs['build_log']})"
+        f"building the {release.name} {release.arch} root filesystem "
+        f"(10-35 min; log {dirs['build_log']})"
     )
     build_rootfs(release, progress)
     return "built"
@@ -403,11 +460,11 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     def stage(msg: str) -> None:
         progress(f"[{time.monotonic() - started:5.0f} s] {msg}")
 
-    stage(f"debootstrap {release.name} armhf from {mirror}")
+    stage(f"debootstrap {release.codename} {release.arch} from {mirror}")
     run_logged(
         [
-            "debootstrap", "--arch=armhf", "--variant=minbase",
-            "--include=" + ",".join(release.base), release.name, str(work), mirror,
+            "debootstrap", f"--arch={release.arch}", "--variant=minbase",
+            "--include=" + ",".join(release.base), release.codename, str(work), mirror,
         ],
         log, DEBOOTSTRAP_TIMEOUT, f"debootstrap of {release.name}",
     )  # fmt: skip
@@ -425,9 +482,9 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     stage("apt-get install " + " ".join(release.extra))
     script = "apt-get update -q && apt-get install -y -q " + " ".join(release.extra)
     run_logged(
-        in_namespace(work, release.host, ["/bin/sh", "-c", script]),
+        namespace_argv(release, work, ["/bin/sh", "-c", script]),
         log, APT_TIMEOUT, f"apt-get install in the {release.name} root filesystem",
-        env=CHROOT_ENV,
+        env=chroot_env(release),
     )  # fmt: skip
 
     stage(f"user {USER} with passwordless sudo")
@@ -438,6 +495,8 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     write_file(
         work / "etc/sudoers.d/010-retinaface-pi", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440
     )
+    # sudo resets the environment: without this, `sudo apt-get` would run on qemu's `max` CPU.
+    write_file(work / "etc/sudoers.d/011-retinaface-pi-cpu", 'Defaults env_keep += "QEMU_CPU"\n', 0o440)
     write_file(work / "etc/hostname", release.host + "\n")
     write_file(work / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {release.host}\n")
     (work / "usr/sbin/policy-rc.d").unlink()
@@ -452,8 +511,9 @@ def build_rootfs(release: Release, progress: Progress = lambda _msg: None) -> Pa
     tarball = tarball_path(release)
     stage(f"caching the root filesystem as {tarball}")
     save_tarball(work, tarball, log)
-    for old in tarball.parent.glob(f"{release.name}-*.tar.*"):
-        if old != tarball and not old.name.endswith(".part"):
+    same_image = re.compile(re.escape(release.image) + r"-[0-9a-f]{12}\.tar\.[a-z]+$")
+    for old in tarball.parent.glob(f"{release.image}-*.tar.*"):
+        if old != tarball and same_image.match(old.name):
             old.unlink()
 
     rmtree(dirs["rootfs"])
@@ -767,12 +827,14 @@ def start(release: Release) -> int:
         "-o", "UseDNS=no",
         "-o", f"AllowUsers={USER}",
     ]  # fmt: skip
+    if release.cpu:  # sshd builds each session's environment afresh: hand it the CPU model
+        sshd += ["-o", f"SetEnv=QEMU_CPU={release.cpu}"]
     log = open(dirs["log"], "ab")
     try:
         proc = subprocess.Popen(
-            in_namespace(dirs["rootfs"], release.host, sshd),
+            namespace_argv(release, dirs["rootfs"], sshd),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=CHROOT_ENV, start_new_session=True,
+            env=chroot_env(release), start_new_session=True,
         )  # fmt: skip
     finally:
         log.close()
@@ -843,14 +905,14 @@ def up(
     dropping whatever was installed or left in it since.
     """
     release = release_of(name)
-    check_host(0)
+    check_host(0, arch=release.arch)
     with locked(release):
         if fresh:
             if emulator_pids(release):
                 progress(f"stopping {release.host} for a fresh root filesystem")
                 stop(release)
             if tarball_path(release).exists():
-                check_host(RESTORE_BYTES, [state_root()])
+                check_host(RESTORE_BYTES, [state_root()], release.arch)
                 progress(
                     f"restoring a fresh {release.name} root filesystem from {tarball_path(release)}"
                 )
@@ -869,7 +931,7 @@ def prepare(name: str = DEFAULT_RELEASE, progress: Progress = lambda _msg: None)
     """Make the release's root filesystem ready without starting it: 'present', 'restored' or
     'built'. Holds the release's lock, so an `up` meanwhile waits for it instead of racing."""
     release = release_of(name)
-    check_host(0)
+    check_host(0, arch=release.arch)
     with locked(release):
         return ensure_rootfs(release, progress)
 

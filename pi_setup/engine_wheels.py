@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from pi_setup.errors import WheelError
+from pi_setup.wheelhouse import python_tag, wheel_arch
 from retinaface.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,10 +195,10 @@ def _version_key(version: str) -> List:
     return [int(p) if p.isdigit() else p for p in re.split(r"[.+]", version)]
 
 
-def python_arch_tags(lock: EngineLock, tag: str, plat: str) -> List[str]:
-    """Tags a host of this Python tag (cp39) and wheel arch (armv7l, aarch64) may accept, for
-    choosing without a host: every platform tag the lock uses for that arch. (The caller turns
-    3.9 / armhf into those with pi_setup.wheelhouse: that module reads the lock through this one.)"""
+def python_arch_tags(lock: EngineLock, python: str, arch: str) -> List[str]:
+    """Tags a host of this Python (3.9) and arch (armhf/armv7l, arm64/aarch64) may accept, for
+    choosing without a host: every platform tag the lock uses for that arch."""
+    tag, plat = python_tag(python), wheel_arch(arch)
     return sorted(
         t
         for w in lock.wheels
@@ -263,14 +264,6 @@ def fetch(
     return Fetched(wheel, target, False)
 
 
-def host_requirements(dist: str, lock_path: Path = LOCK_PATH) -> Tuple[List[str], List[str]]:
-    """(pip requirements, apt packages) that the lock names for an engine's distribution."""
-    try:
-        lock = load_lock(lock_path)
-    except WheelError:
-        return [], []
-    pip_req, apt = lock.requires.get(_dist_key(dist), ([], []))
-    return list(pip_req), list(apt)
 
 
 def host_tags(host_spec: str, inventory: Optional[str] = None) -> List[Tuple[str, List[str]]]:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 import yaml
 
 from deploy.paths import WHEEL_LOCK, WHEELS_DIR
+from pi_setup import engine_wheels
 from pi_setup.errors import WheelError
 from pi_setup.wheelhouse import parse_wheel_name, python_tag, wheel_arch
 from retinaface.files import write_atomic
@@ -453,6 +454,13 @@ class Target:
     python: str
     arch: str = "armv7l"
     host: Optional[str] = None
+    tags: tuple = ()  # the host's wheel tags (facts), most preferred first; () without a host
+
+    @property
+    def from_registry(self) -> bool:
+        """64-bit hosts get the official aarch64 wheels from the package registry (the lock's
+        `engines.onnxruntime`); 32-bit ones nknytk's armv7l builds."""
+        return wheel_arch(self.arch) == "aarch64"
 
 
 def targets_for_hosts(host_spec: str, inventory: Optional[str] = None) -> List[Target]:
@@ -469,7 +477,9 @@ def targets_for_hosts(host_spec: str, inventory: Optional[str] = None) -> List[T
             raise WheelError(f"{host.name}: no Python interpreter found ({host.python})")
         if not facts.os_codename:
             raise WheelError(f"{host.name}: cannot tell the OS codename (/etc/os-release)")
-        targets.append(Target(facts.os_codename, facts.python_tag, facts.arch, host.name))
+        targets.append(
+            Target(facts.os_codename, facts.python_tag, facts.arch, host.name, facts.tags)
+        )
     return targets
 
 
@@ -511,3 +521,40 @@ def fetch_for_targets(
 
 
 
+
+
+def fetch_registry(
+    targets: List[Target],
+    version: Optional[str] = None,
+    *,
+    lock_path: Path = LOCK_PATH,
+    dest: Path = WHEELS_DIR,
+    find_links: Optional[str] = None,
+) -> List[Tuple[Target, engine_wheels.Fetched]]:
+    """The pinned registry onnxruntime wheel of each (aarch64) target, fetched with pip and
+    checked against the lock's size and sha256 (pi_setup.engine_wheels). VERSION None: the newest
+    pinned one the target's tags accept. All are chosen before any download."""
+    from dataclasses import replace
+
+    lock = engine_wheels.load_lock(lock_path)
+    pinned = [w for w in lock.wheels if w.engine == "onnxruntime"]
+    if version:
+        lock = replace(lock, wheels=tuple(w for w in pinned if w.version == version))
+    chosen = []
+    for target in targets:
+        tags = list(target.tags) or engine_wheels.python_arch_tags(lock, target.python, target.arch)
+        found = engine_wheels.select(lock, ["onnxruntime"], tags)
+        if not found:
+            what = f"{python_tag(target.python)}/{wheel_arch(target.arch)}"
+            have = ", ".join(sorted(w.file for w in pinned)) or "none"
+            who = f"{target.host}: " if target.host else ""
+            raise WheelError(
+                f"{who}no pinned onnxruntime {version + ' ' if version else ''}registry wheel "
+                f"fits {what} in {lock_path} (pinned: {have})"
+            )
+        chosen.append((target, found[0]))
+    done: Dict[str, engine_wheels.Fetched] = {}
+    for _target, wheel in chosen:
+        if wheel.file not in done:
+            done[wheel.file] = engine_wheels.fetch(wheel, dest, find_links=find_links)
+    return [(target, done[wheel.file]) for target, wheel in chosen]

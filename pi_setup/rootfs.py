@@ -30,9 +30,16 @@ TAR_TIMEOUT = 15 * 60
 # Runs a command chrooted in ROOT inside the (already private) mount and UTS namespace that
 # `unshare` made for it: the mounts and the host name vanish with the last process.
 NAMESPACE_SCRIPT = r"""set -euo pipefail
-root=$1; name=$2; shift 2
+root=$1; name=$2; cpus=$3; shift 3
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
+if [ -n "$cpus" ]; then
+  # The host's x86 CPU topology and caches would reach an ARM guest's cpuinfo library (used by
+  # onnxruntime on aarch64), which crashes on them: it sees CPUS and nothing else.
+  mount -t tmpfs -o size=64k,mode=0755 cpus "$root/sys/devices/system/cpu"
+  echo "$cpus" > "$root/sys/devices/system/cpu/possible"
+  echo "$cpus" > "$root/sys/devices/system/cpu/present"
+fi
 mount --rbind /dev "$root/dev"
 hostname "$name"
 exec chroot "$root" "$@"
@@ -230,11 +237,14 @@ def run_logged(cmd: List[str], log: Path, timeout: float, what: str, env=None) -
         )
 
 
-def in_namespace(root: Path, name: str, argv: List[str]) -> List[str]:
-    """argv that runs ARGV chrooted in ROOT inside a private mount + UTS namespace."""
+def in_namespace(root: Path, name: str, argv: List[str], cpus: str = "") -> List[str]:
+    """argv that runs ARGV chrooted in ROOT inside a private mount + UTS namespace.
+
+    CPUS (e.g. "0"): hide the host's /sys/devices/system/cpu behind a tmpfs listing only these
+    CPUs (for aarch64 guests, whose cpuinfo library reads it)."""
     return [
         "unshare", "--mount", "--uts", "--propagation", "private",
-        "bash", "-c", NAMESPACE_SCRIPT, "emu-ns", str(root), name, *argv,
+        "bash", "-c", NAMESPACE_SCRIPT, "emu-ns", str(root), name, cpus, *argv,
     ]  # fmt: skip
 
 

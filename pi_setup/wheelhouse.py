@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Set, Tuple
 
 from pi_setup.errors import WheelError
 
@@ -67,16 +67,9 @@ def matching_wheels(
         if any(path.name.startswith(dist + "-") for dist in skip):
             continue
         if wheel_tags(path.name) & supported:
-            project = re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
-            if project not in chosen or _version(path) > _version(chosen[project]):
-                chosen[project] = path  # the newest by number (1.10 after 1.9), not by name
+            project = path.name.split("-")[0].lower().replace("_", "-")
+            chosen[project] = path  # sorted by name: the last one is the newest by string order
     return [chosen[key] for key in sorted(chosen)]
-
-
-def _version(path: Path) -> list:
-    """The wheel's version as numbers where it has them (1.10 sorts after 1.9)."""
-    version = path.name.split("-")[1] if path.name.count("-") >= 4 else ""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", version)]
 
 
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
@@ -96,13 +89,34 @@ def host_requirements(wheel_path: Path) -> Tuple[List[str], List[str]]:
     Deploy calls this for each wheel it installs and fails before switching the release when
     the apt packages are missing and cannot be installed.
     """
-    name = parse_wheel_name(Path(wheel_path).name)["dist"].lower().replace("-", "_")
-    if name not in _HOST_REQUIREMENTS:  # an engine wheel from the registry: its lock entry says
-        from pi_setup.engine_wheels import host_requirements as engine_requirements
-
-        return engine_requirements(name)
+    parts = parse_wheel_name(Path(wheel_path).name)
+    name = parts["dist"].lower().replace("-", "_")
+    if name not in _HOST_REQUIREMENTS or parts["plat"].startswith("manylinux"):
+        # a registry wheel (engines, onnxruntime's official aarch64 builds): its lock entry says
+        return registry_requirements(name)
     pip, apt = _HOST_REQUIREMENTS[name]
     return list(pip), list(apt)
+
+
+LOCK_PATH = Path(__file__).resolve().parent.parent / "wheels" / "lock.yaml"
+
+
+def registry_requirements(dist: str, lock_path: Path = LOCK_PATH) -> Tuple[List[str], List[str]]:
+    """(pip requirements, apt packages) that the lock's `engines` section names for a registry
+    distribution (pi_setup.engine_wheels checks that section; an unreadable lock names none)."""
+    import yaml
+
+    key = dist.lower().replace("-", "_").replace(".", "_")
+    try:
+        engines = (yaml.safe_load(Path(lock_path).read_text()) or {}).get("engines") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return [], []
+    for spec in engines.values() if isinstance(engines, dict) else ():
+        package = spec.get("package", "") if isinstance(spec, dict) else ""
+        if isinstance(package, str) and package.lower().replace("-", "_").replace(".", "_") == key:
+            pip, apt = spec.get("requires") or [], spec.get("apt") or []
+            return [str(r) for r in pip], [str(a) for a in apt]
+    return [], []
 
 
 def wheel_requirements(wheel_names) -> Tuple[List[str], List[str]]:
@@ -135,64 +149,3 @@ def wheel_metadata(wheel_path: Path) -> Dict[str, List[str]]:
             key, value = line.split(": ", 1)
             result.setdefault(key, []).append(value)
     return result
-
-
-def wheel_problem(path: Path, default_lock: Path) -> Optional[str]:
-    """Why the wheel at `path` (in a wheels folder) may not ship, or None: onnxruntime must be a
-    file lock.yaml pins, with its digest (the folder's lock.yaml, else `default_lock`); every
-    other wheel must be in the folder's manifest.json with its sha256 (build-wheels records what
-    passed the gate)."""
-    import json
-
-    from retinaface.files import sha256_file
-
-    folder = path.parent
-    project = re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
-    if project == "onnxruntime":  # the one project lock.yaml pins
-        lock_path = folder / "lock.yaml" if (folder / "lock.yaml").is_file() else default_lock
-        problem = _lock_problem(path, lock_path)
-        return f"not the onnxruntime wheel lock.yaml pins ({problem})" if problem else None
-    try:
-        recorded = json.loads((folder / "manifest.json").read_text())["wheels"][path.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return (
-            f"not in {folder / 'manifest.json'} (wheels there come from build-wheels, which "
-            "records them, or fetch-ort); refusing to ship it"
-        )
-    digest = sha256_file(path)
-    if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
-        return f"sha256 {digest} is not the one manifest.json recorded; refusing to ship it"
-    return None
-
-
-def _lock_problem(path: Path, lock_path: Path) -> Optional[str]:
-    """What differs between the file and its lock.yaml entry (size, git blob SHA-1, sha256), or
-    None. The same digests pi_setup.ort pins and checks on fetch; read here without it (ort
-    imports this module)."""
-    import hashlib
-
-    import yaml
-
-    try:
-        data = yaml.safe_load(lock_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        return f"cannot read {lock_path}: {error}"
-    entries = [
-        w for w in (data.get("onnxruntime") or {}).get("wheels") or [] if isinstance(w, dict)
-    ]
-    pinned = [w for w in entries if w.get("file") == path.name]
-    if not pinned:
-        return "the lock does not list it"
-    entry, size = pinned[0], path.stat().st_size
-    if entry.get("size") is not None and size != entry["size"]:
-        return f"size is {size} bytes, the lock says {entry['size']}"
-    blob, sha = hashlib.sha1(b"blob %d\0" % size), hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            blob.update(chunk)
-            sha.update(chunk)
-    if entry.get("blob_sha1") and blob.hexdigest() != entry["blob_sha1"]:
-        return f"git blob SHA-1 is {blob.hexdigest()}, the lock says {entry['blob_sha1']}"
-    if entry.get("sha256") and sha.hexdigest() != entry["sha256"]:
-        return f"sha256 is {sha.hexdigest()}, the lock says {entry['sha256']}"
-    return None

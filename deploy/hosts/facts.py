@@ -37,7 +37,21 @@ class Facts:
     runner_python: Optional[str] = None  # <deploy_dir>/venv/bin/python once deployed
     numpy: Optional[str] = None  # numpy version the host's Python imports (system), None if none
     emulated: Optional[str] = None  # "qemu-user" when an ARM userland runs on an x86 CPU
+    emulated_cpu: Optional[str] = None  # the CPU model qemu emulates (QEMU_CPU), e.g. cortex-a72
     tags: tuple = field(default=(), repr=False)  # supported wheel tags, most preferred first
+
+    @property
+    def pi_board(self) -> Optional[str]:
+        """'Pi 5', 'Pi 4', 'Pi 400', 'Pi 3' … from the device tree's model, None otherwise."""
+        match = _BOARD.match(self.pi_model or "")
+        return f"Pi {match.group(1)}" if match else None
+
+    @property
+    def cpu_model(self) -> Optional[str]:
+        """The CPU the host's code runs on: the emulated model under qemu, else the Pi's core."""
+        if self.emulated:
+            return self.emulated_cpu
+        return _BOARD_CPU.get(self.pi_board or "")
 
     def summary(self) -> dict:
         """The facts a person reads (`invoke facts`), in display order."""
@@ -61,9 +75,17 @@ class Facts:
             ),
             "ram": f"{self.mem_total_mb} MB ({self.mem_available_mb} MB available)",
             "disk free": f"{self.disk_free_mb} MB",
-            "pi model": self.pi_model or "not a Raspberry Pi",
+            "pi model": (
+                f"{self.pi_model} ({self.pi_board}, {self.cpu_model or 'unknown CPU'})"
+                if self.pi_board
+                else self.pi_model or "not a Raspberry Pi"
+            ),
             "numpy": self.numpy or "none",
-            "emulated": self.emulated or "no",
+            "emulated": (
+                f"{self.emulated} ({self.emulated_cpu or 'qemu default CPU'})"
+                if self.emulated
+                else "no"
+            ),
             "temperature": (
                 f"{self.temperature_c:.1f} °C" if self.temperature_c is not None else "unknown"
             ),
@@ -95,12 +117,14 @@ def parse_facts(host: str, text: str) -> Facts:
     except ValueError:
         temperature = None
     machine = values.get("machine", "")
+    arch = values.get("arch") or machine
+    cpu = values.get("emulated_cpu", "")
     return Facts(
         host=host,
         hostname=values.get("hostname", ""),
         machine=machine,
         kernel=values.get("kernel", ""),
-        arch=values.get("arch") or machine,
+        arch=arch,
         os_id=values.get("os_id", ""),
         os_codename=values.get("os_codename", ""),
         os_name=values.get("os_name", ""),
@@ -118,8 +142,31 @@ def parse_facts(host: str, text: str) -> Facts:
         runner_python=values.get("runner_python") or None,
         numpy=_version(values.get("numpy", "")),
         emulated="qemu-user" if values.get("emulated") == "qemu-user" else None,
-        tags=tuple(tags),
+        emulated_cpu=cpu if _CPU.match(cpu) else None,
+        tags=tuple(t for t in tags if _fits_arch(t, arch)),
     )
+
+
+_BOARD = re.compile(r"^Raspberry Pi (5|4|400|3|2|Zero 2|Compute Module [345])\b")
+_BOARD_CPU = {
+    "Pi 5": "cortex-a76", "Pi Compute Module 5": "cortex-a76",
+    "Pi 4": "cortex-a72", "Pi 400": "cortex-a72", "Pi Compute Module 4": "cortex-a72",
+    "Pi 3": "cortex-a53", "Pi Zero 2": "cortex-a53", "Pi Compute Module 3": "cortex-a53",
+}  # fmt: skip
+_CPU = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# dpkg architecture -> the wheel platform suffixes its userland runs. A 32-bit userland on a
+# 64-bit kernel (today's 32-bit Raspberry Pi OS on a Pi 4) is armhf; an older pip there derives
+# its tags from `uname -m` and offers linux_aarch64 wheels, which cannot load: those are dropped.
+_TAG_ARCHES = {
+    "armhf": ("armv7l", "armv8l"), "arm64": ("aarch64",), "amd64": ("x86_64",), "i386": ("i686",),
+}  # fmt: skip
+
+
+def _fits_arch(tag: str, arch: str) -> bool:
+    """Whether wheel tag TAG (py-abi-plat) can load on a userland of dpkg architecture ARCH."""
+    plat = tag.rsplit("-", 1)[-1]
+    suffixes = _TAG_ARCHES.get(arch)
+    return suffixes is None or plat == "any" or plat.endswith(tuple("_" + s for s in suffixes))
 
 
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([a-z]+[0-9]*)?(\+[A-Za-z0-9.]+)?$")

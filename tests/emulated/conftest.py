@@ -119,7 +119,7 @@ class Emulators:
         release = emulator.release_of(name)
         self.first_build_past_debootstrap.wait(timeout=600)
         try:
-            emulator.check_host(emulator.BUILD_BYTES)
+            emulator.check_host(emulator.BUILD_BYTES, arch=release.arch)
             with emulator.locked(release):
                 if not emulator._rootfs_ready(release):
                     emulator.ensure_rootfs(release, lambda m: _progress(f"({name}) {m}"))
@@ -135,9 +135,9 @@ def emulators(request):
         name
         for item in request.session.items
         for name in emulator.RELEASES
-        if name in getattr(item, "fixturenames", ())
+        if name.replace("-", "_") in getattr(item, "fixturenames", ())
     }
-    emus.prebuild([name for name in ("bullseye", "trixie") if name in wanted])
+    emus.prebuild([name for name in ("bullseye", "trixie", "trixie-arm64") if name in wanted])
     yield emus
     for thread in emus.builders.values():
         thread.join(timeout=emulator.DEBOOTSTRAP_TIMEOUT + emulator.APT_TIMEOUT)
@@ -159,6 +159,18 @@ def bullseye(emulators) -> emulator.EmuStatus:
 @pytest.fixture
 def trixie(emulators) -> emulator.EmuStatus:
     return emulators.up("trixie")
+
+
+@pytest.fixture
+def trixie_arm64(emulators) -> emulator.EmuStatus:
+    """The emulated 64-bit Pi 4 (pi4-64-emu): Debian trixie arm64, Cortex-A72."""
+    return emulators.up("trixie-arm64")
+
+
+@pytest.fixture
+def trixie_arm64_pi5(emulators) -> emulator.EmuStatus:
+    """The emulated Pi 5 (pi5-emu): the same image on a Cortex-A76."""
+    return emulators.up("trixie-arm64-pi5")
 
 
 def ssh_argv(st: emulator.EmuStatus) -> list:

@@ -44,11 +44,19 @@ all:
 def test_repo_inventory_loads_with_required_hosts():
     inv = load_inventory(DEFAULT_INVENTORY)
     assert inv.select("local")[0].is_local
-    assert inv.groups["emu"] == ["pi4-emu", "pi4-emu-trixie"]
+    assert inv.groups["emu"] == [
+        "pi4-emu", "pi4-emu-trixie", "pi4-64-emu", "pi5-emu", "pi4-64-emu-bookworm"
+    ]  # fmt: skip
     emu = inv.hosts["pi4-emu"]
     assert (emu.address, emu.port, emu.user) == ("127.0.0.1", 2222, "pi")
     assert emu.key_file == "~/.cache/retinaface-pi/emu/id_ed25519"
     assert inv.hosts["pi4-emu-trixie"].port == 2223
+    # every emulated Pi of the inventory is one `invoke emu-up` starts, on the port it listens on
+    from pi_setup.emulator import RELEASES
+
+    assert {r.host: r.port for r in RELEASES.values()} == {
+        name: inv.hosts[name].port for name in inv.groups["emu"]
+    }
     assert "pi4" in inv.groups["lab"]
     assert [h.name for h in inv.select(None)] == ["local"]
 
