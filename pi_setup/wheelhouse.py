@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from pi_setup.errors import WheelError
 
@@ -67,9 +67,16 @@ def matching_wheels(
         if any(path.name.startswith(dist + "-") for dist in skip):
             continue
         if wheel_tags(path.name) & supported:
-            project = path.name.split("-")[0].lower().replace("_", "-")
-            chosen[project] = path  # sorted by name: the last one is the newest by string order
+            project = re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
+            if project not in chosen or _version(path) > _version(chosen[project]):
+                chosen[project] = path  # the newest by number (1.10 after 1.9), not by name
     return [chosen[key] for key in sorted(chosen)]
+
+
+def _version(path: Path) -> list:
+    """The wheel's version as numbers where it has them (1.10 sorts after 1.9)."""
+    version = path.name.split("-")[1] if path.name.count("-") >= 4 else ""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", version)]
 
 
 # What a fetched or built wheel needs on the host besides itself, by distribution name.
@@ -149,3 +156,72 @@ def wheel_metadata(wheel_path: Path) -> Dict[str, List[str]]:
             key, value = line.split(": ", 1)
             result.setdefault(key, []).append(value)
     return result
+
+
+def wheel_problem(path: Path, default_lock: Path) -> Optional[str]:
+    """Why the wheel at `path` (in a wheels folder) may not ship, or None: onnxruntime, and every
+    wheel lock.yaml lists (the registry's engine wheels and aarch64 onnxruntime), must match the
+    lock's digests (the folder's lock.yaml, else `default_lock`); every other wheel must be in the
+    folder's manifest.json with its sha256 (build-wheels records what passed the gate)."""
+    import json
+
+    from retinaface.files import sha256_file
+
+    folder = path.parent
+    project = re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
+    lock_path = folder / "lock.yaml" if (folder / "lock.yaml").is_file() else default_lock
+    problem = _lock_problem(path, lock_path)
+    if project == "onnxruntime" or problem != NOT_IN_LOCK:
+        # onnxruntime must be a wheel the lock pins; so must every wheel the lock lists (the
+        # registry engine wheels): by its digests, not by manifest.json
+        return f"not the {project} wheel lock.yaml pins ({problem})" if problem else None
+    try:
+        recorded = json.loads((folder / "manifest.json").read_text())["wheels"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            f"not in {folder / 'manifest.json'} (wheels there come from build-wheels, which "
+            "records them, or fetch-ort); refusing to ship it"
+        )
+    digest = sha256_file(path)
+    if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
+        return f"sha256 {digest} is not the one manifest.json recorded; refusing to ship it"
+    return None
+
+
+NOT_IN_LOCK = "the lock does not list it"
+
+
+def _lock_problem(path: Path, lock_path: Path) -> Optional[str]:
+    """What differs between the file and its lock.yaml entry (size, git blob SHA-1, sha256), or
+    None. The same digests pi_setup.ort pins and checks on fetch; read here without it (ort
+    imports this module)."""
+    import hashlib
+
+    import yaml
+
+    try:
+        data = yaml.safe_load(lock_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        return f"cannot read {lock_path}: {error}"
+    sections = [data.get("onnxruntime") or {}]  # community builds
+    engines = data.get("engines") or {}  # registry wheels (engine_wheels, aarch64 onnxruntime)
+    sections += [s for s in engines.values() if isinstance(s, dict)] if isinstance(engines, dict) else []
+    entries = [
+        w for section in sections for w in section.get("wheels") or [] if isinstance(w, dict)
+    ]
+    pinned = [w for w in entries if w.get("file") == path.name]
+    if not pinned:
+        return NOT_IN_LOCK
+    entry, size = pinned[0], path.stat().st_size
+    if entry.get("size") is not None and size != entry["size"]:
+        return f"size is {size} bytes, the lock says {entry['size']}"
+    blob, sha = hashlib.sha1(b"blob %d\0" % size), hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            blob.update(chunk)
+            sha.update(chunk)
+    if entry.get("blob_sha1") and blob.hexdigest() != entry["blob_sha1"]:
+        return f"git blob SHA-1 is {blob.hexdigest()}, the lock says {entry['blob_sha1']}"
+    if entry.get("sha256") and sha.hexdigest() != entry["sha256"]:
+        return f"sha256 is {sha.hexdigest()}, the lock says {entry['sha256']}"
+    return None

@@ -65,3 +65,29 @@ def test_other_wheels_ship_only_as_manifest_json_recorded_them(tmp_path):
     new.write_bytes(b"PK changed after the gate")
     with pytest.raises(DeployError, match="is not the one manifest.json recorded"):
         matching_wheels(tmp_path, TAGS)
+
+
+def _engine_lock(folder, wheel, sha256, size):
+    (folder / "lock.yaml").write_text(
+        "onnxruntime:\n  wheels: []\nengines:\n  ncnn:\n    package: ncnn\n    wheels:\n"
+        f"    - file: {wheel}\n      sha256: \"{sha256}\"\n      size: {size}\n"
+    )
+
+
+def test_a_registry_engine_wheel_ships_by_its_lock_digest_without_a_manifest(tmp_path):
+    wheel = tmp_path / "ncnn-1.0.20261020-cp39-cp39-manylinux_2_31_armv7l.whl"
+    wheel.write_bytes(b"PK the registry's ncnn")
+    _engine_lock(tmp_path, wheel.name, sha256_file(wheel), wheel.stat().st_size)
+    tags = parse_facts("pi", "tag=cp39-cp39-manylinux_2_31_armv7l\n").tags
+    assert [p.name for p in matching_wheels(tmp_path, tags)] == [wheel.name]
+
+
+def test_a_registry_engine_wheel_with_other_bytes_is_refused_even_if_recorded(tmp_path):
+    wheel = tmp_path / "ncnn-1.0.20261020-cp39-cp39-manylinux_2_31_armv7l.whl"
+    wheel.write_bytes(b"PK the registry's ncnn")
+    _engine_lock(tmp_path, wheel.name, sha256_file(wheel), wheel.stat().st_size)
+    wheel.write_bytes(b"PK a swapped ncnn!!!!!")  # same size, other bytes
+    _manifest(tmp_path, wheel)  # a manifest record does not override the lock
+    tags = parse_facts("pi", "tag=cp39-cp39-manylinux_2_31_armv7l\n").tags
+    with pytest.raises(DeployError, match="not the ncnn wheel lock.yaml pins \\(sha256 is"):
+        matching_wheels(tmp_path, tags)
