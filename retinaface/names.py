@@ -1,7 +1,8 @@
 """Variant names and their rules: the one definition (torch-free, Python 3.7+).
 
 Built variants: fp32, fp32-opt, fp32-static-WxH (any size), int8, int8-qop, torch, and with the
-`[ncnn]` / `[mnn]` extras ncnn-fp32 (a .param beside its .bin), mnn-fp32, mnn-int8. The
+`[ncnn]` / `[mnn]` / `[tflite]` extras ncnn-fp32 (a .param beside its .bin), mnn-fp32, mnn-int8,
+tflite-fp32, tflite-int8. The
 benchmark adds opencv (cv2.dnn on the static variant of its input size). Anything with a
 folder part or a model file suffix is a model given by path instead of by name.
 """
@@ -11,14 +12,14 @@ import re
 from .errors import ModelError
 
 # The ncnn and MNN variants (built with the `[ncnn]` / `[mnn]` extras), measured by default too.
-ENGINE_VARIANTS = ("ncnn-fp32", "mnn-fp32", "mnn-int8")
+ENGINE_VARIANTS = ("ncnn-fp32", "mnn-fp32", "mnn-int8", "tflite-fp32", "tflite-int8")
 MODEL_NAMES = ("fp32", "fp32-opt", "fp32-static-WxH", "int8", "int8-qop", "torch") + ENGINE_VARIANTS
 DEFAULT_VARIANTS = ("torch", "fp32", "fp32-opt", "int8", "int8-qop", "opencv") + ENGINE_VARIANTS
 VARIANT_HELP = (
     "torch, fp32, fp32-opt, fp32-static-WxH, int8, int8-qop, opencv (the static model at --size), "
-    "ncnn-fp32, mnn-fp32, mnn-int8"
+    "ncnn-fp32, mnn-fp32, mnn-int8, tflite-fp32, tflite-int8"
 )
-MODEL_SUFFIXES = (".onnx", ".pth", ".pt", ".param", ".mnn")
+MODEL_SUFFIXES = (".onnx", ".pth", ".pt", ".param", ".mnn", ".tflite")
 STATIC_PREFIX = "fp32-static-"
 _STATIC = re.compile(r"^fp32-static-[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 

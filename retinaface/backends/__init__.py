@@ -24,6 +24,10 @@ ENGINES = {
     "torch": Engine("torch", "TorchBackend", "torch", (".pth", ".pt")),
     "ncnn": Engine("ncnn", "NcnnBackend", "ncnn", (".param",)),
     "mnn": Engine("mnn", "MnnBackend", "MNN", (".mnn",)),
+    # Any one of these interpreters will do: the Pi's wheel, LiteRT's, TensorFlow's.
+    "tflite": Engine(
+        "tflite", "TFLiteBackend", ("tflite_runtime", "ai_edge_litert", "tensorflow"), (".tflite",)
+    ),
 }
 BACKENDS = tuple(ENGINES)
 DEFAULT_BACKEND = "onnxruntime"
@@ -60,11 +64,21 @@ def missing_runtime(name):
     engine = ENGINES.get(name)
     if engine is None:
         return "unknown backend {!r}".format(name)
-    try:
-        importlib.import_module(engine.requires)
-    except Exception as error:  # ImportError, or a broken binary wheel raising anything
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        return "{} cannot be imported on this host ({}: {})".format(
-            engine.requires, type(error).__name__, first
-        )
-    return None
+    reasons = []
+    for module in requirements(engine):
+        try:
+            importlib.import_module(module)
+            return None
+        except Exception as error:  # ImportError, or a broken binary wheel raising anything
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            reasons.append(
+                "{} cannot be imported on this host ({}: {})".format(
+                    module, type(error).__name__, first
+                )
+            )
+    return "; ".join(reasons)
+
+
+def requirements(engine):
+    """The package(s) an engine imports: one name, or alternatives of which one is enough."""
+    return engine.requires if isinstance(engine.requires, tuple) else (engine.requires,)

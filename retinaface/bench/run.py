@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Tuple
 
-from ..backends import ENGINES, backend_for, missing_runtime
+from ..backends import ENGINES, backend_for, missing_runtime, requirements
 from ..config import CONF_THRESHOLD
 from ..errors import ModelError, SettingError
 from ..files import sha256_file
@@ -102,7 +102,7 @@ def runtime_versions():
     import numpy as np
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in sorted(engine.requires for engine in ENGINES.values()):
+    for module in sorted(m for engine in ENGINES.values() for m in requirements(engine)):
         if sys.modules.get(module) is not None:
             versions[module] = getattr(sys.modules[module], "__version__", "?")
     return versions

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..backends import missing_runtime
 from ..bench.schema import STAGES
 
 # (variant, file in build/models, module its backend imports): measured when built and importable.
@@ -290,6 +291,11 @@ def run_benchmark(
             if (models_dir / file_name).is_file() and importlib.util.find_spec(module):
                 run = Ours(models_dir / file_name, n)
                 contenders.append(((width, height), n, f"ours {variant}", run, frame))
+        for variant in ("tflite-fp32", "tflite-int8"):  # [tflite] extra; one fixed input size
+            path = models_dir / f"{variant}.tflite"
+            ours = Ours(path, n) if path.is_file() and not missing_runtime("tflite") else None
+            if ours and ours.detector.size == (width, height):
+                contenders.append(((width, height), n, f"ours {variant}", ours, frame))
     samples: Dict[int, Dict[str, List[float]]] = {
         i: {s: [] for s in STAGES} for i in range(len(contenders))
     }

@@ -342,6 +342,21 @@ def build_mnn(ctx: BuildContext) -> dict:
     }
 
 
+def build_tflite(ctx: BuildContext) -> dict:
+    """tflite-fp32 (onnx2tf, 640x480 NHWC; the parity gate) and the full-integer tflite-int8
+    (TFLiteConverter; the INT8 gate), with the [tflite] extra."""
+    from .convert import tflite
+
+    reason = tflite.missing()
+    if reason:
+        ctx.not_built.update(dict.fromkeys(tflite.VARIANTS, reason))
+        return {}
+    entries = tflite.build(ctx.fp32_bytes, ctx.staging, ctx.calib_images, progress=ctx.progress)
+    parity = entries["tflite-fp32"]["parity"]["max_abs_diff_by_output"]
+    check_engine_parity("tflite-fp32", parity, ctx.out_dir or ctx.staging)
+    return {name: describe(ctx.staging / e["file"]) | e for name, e in entries.items()}
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -360,10 +375,11 @@ BUILDERS = {
     **{variant: int8_builder(variant, form, how) for variant, form, how in INT8_VARIANTS},
     "ncnn": build_ncnn,  # ncnn-fp32, with the [ncnn] extra
     "mnn": build_mnn,  # mnn-fp32, mnn-int8, with the [mnn] extra
+    "tflite": build_tflite,  # tflite-fp32, tflite-int8, with the [tflite] extra
 }
 # Variants whose agreement with fp32 must reach INT8_MIN_RECALL, or nothing is replaced (each
 # one that was built: mnn-int8 only with the [mnn] extra).
-GATED = tuple(variant for variant, _, _ in INT8_VARIANTS) + ("mnn-int8",)
+GATED = tuple(variant for variant, _, _ in INT8_VARIANTS) + ("mnn-int8", "tflite-int8")
 
 
 def make_portable(staging: Path, models: dict, progress: Callable[[str], None]) -> None:
