@@ -16,11 +16,11 @@ import json
 import pytest
 
 from .conftest import invoke, ssh
+from .deploys import deploy_once, upload_images
 from .test_runner_emulated import (  # noqa: F401  (fixtures)
     DEPLOY_DIR,
     SIZE,
     _check,
-    _deploy,
     _variants,
     manifest,
     models,
@@ -65,7 +65,8 @@ def deployed(emulators, trixie_arm64, manifest):  # noqa: F811
     fetched = invoke("fetch-ort", "--host", "pi4-64-emu", timeout=1800)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert ORT_WHEEL in fetched.stdout and "matches the lock" in fetched.stdout
-    _deploy(emulators, trixie_arm64)
+    deploy_once(emulators, trixie_arm64)
+    upload_images(trixie_arm64)
     return trixie_arm64
 
 

@@ -16,7 +16,6 @@ from onnx import helper, numpy_helper
 from pi_setup.counting import plugin, run
 
 from .conftest import IMAGES, invoke
-from .test_real_onnxruntime import deployed, real_wheels  # noqa: F401  (fixtures)
 from .test_runner_emulated import manifest, models  # noqa: F401  (fixtures)
 
 SMALL, LARGE = (320, 240), (640, 480)
@@ -34,7 +33,7 @@ def _count(tmp_path, variant, size, name):
     return record, result.stdout
 
 
-def test_counts_repeat_scale_with_the_area_and_add_up(deployed, tmp_path):  # noqa: F811
+def test_counts_repeat_scale_with_the_area_and_add_up(pi4_emu_deployed, tmp_path):  # noqa: F811
     first, text = _count(tmp_path, "fp32", SMALL, "first")
     assert "instructions per frame on cortex-a72" in text and "not a time" in text
     assert first["cpu"] == "cortex-a72" and first["qemu_cpu"] == "cortex-a15"
@@ -85,7 +84,7 @@ def doubled_heads(source, target):
     return target
 
 
-def test_a_model_with_the_heads_doubled_counts_more(deployed, models, tmp_path):  # noqa: F811
+def test_a_model_with_the_heads_doubled_counts_more(pi4_emu_deployed, models, tmp_path):  # noqa: F811
     twice = doubled_heads(models["fp32"], tmp_path / "fp32-doubled-heads.onnx")
     guest = run.guest_for("pi4-emu")
     so = plugin.plugin_path()

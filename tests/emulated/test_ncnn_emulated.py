@@ -15,13 +15,13 @@ import json
 import pytest
 
 from .conftest import invoke, ssh
+from .deploys import deploy_once, upload_images
 from .test_runner_emulated import (
     DEPLOY_DIR,
     IMAGE_NAMES,
     IMAGES,
     REMOTE,
     SIZE,
-    _deploy,
     assert_same_faces,
     manifest,  # noqa: F401  (fixture)
     models,  # noqa: F401  (fixture)
@@ -29,24 +29,20 @@ from .test_runner_emulated import (
 
 VENV_PY = f"{DEPLOY_DIR}/venv/bin/python"
 NCNN_WHEEL = "ncnn-1.0.20261020-cp39-cp39-manylinux_2_31_armv7l.whl"
-_DEPLOYED = set()  # releases deployed with the ncnn wheel in this session
 
 
 @pytest.fixture
-def ncnn_pi(emulators, bullseye, manifest):  # noqa: F811
-    """pi4-emu with ncnn deployed through fetch-engines and deploy (once a session)."""
+def ncnn_pi(emulators, bullseye, build_models, real_wheels, manifest):  # noqa: F811
+    """pi4-emu as a user deploys it, plus `invoke fetch-engines --host pi4-emu --engines ncnn`
+    (real_wheels: onnxruntime 1.8.1 and the cross-built numpy wheel)."""
     assert "ncnn-fp32" in manifest["models"], (
         f"ncnn-fp32 not built: {manifest.get('not_built')} (pip install -e '.[ncnn]')"
     )
-    if bullseye.release in _DEPLOYED:
-        return bullseye
     out = invoke("fetch-engines", "--host", "pi4-emu", "--engines", "ncnn", timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{NCNN_WHEEL} (3,313,327 bytes" in out.stdout, out.stdout
-    # A release deployed earlier in the session may lack the wheel: deploy again (incremental).
-    emulators.deployed.discard(bullseye.release)
-    _deploy(emulators, bullseye)
-    _DEPLOYED.add(bullseye.release)
+    deploy_once(emulators, bullseye)  # the wheels changed: a new release
+    upload_images(bullseye)
     return bullseye
 
 

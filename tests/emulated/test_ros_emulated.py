@@ -18,15 +18,14 @@ from retinaface.imageio import read_image
 from tests.fixtures.ros import free_port
 
 from .conftest import IMAGES, REPO, invoke, ssh, ssh_argv
-from .test_runner_emulated import DEPLOY_DIR, REMOTE, _deploy, assert_same_clear_faces
-from .test_stream_emulated import MODEL, models_built  # noqa: F401  (fixture)
+from .test_runner_emulated import DEPLOY_DIR, REMOTE, assert_same_clear_faces
+from .test_stream_emulated import MODEL
 
-NAMES = ("group.jpg", "selfie.jpg")  # _deploy puts them in ~/REMOTE/images
+NAMES = ("group.jpg", "selfie.jpg")  # pi4_emu_deployed puts them in ~/REMOTE/images
 
 
-def test_ros_node_from_the_deploy_on_the_emulated_pi(emulators, bullseye, models_built, tmp_path):  # noqa: F811
-    pi = bullseye
-    _deploy(emulators, pi)
+def test_ros_node_from_the_deploy_on_the_emulated_pi(pi4_emu_deployed, build_models, tmp_path):
+    pi = pi4_emu_deployed
     setup = invoke("setup-pi", "--host", pi.host, "--ros", timeout=3600)
     assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
     assert f"{pi.host}: ok: the venv imports Debian's rospy" in setup.stdout, setup.stdout
@@ -108,7 +107,7 @@ wait $(cat {work}/node.pid); echo $? > {work}/node.rc
         )
     stats = [r["data"] for r in heard() if r["topic"] == "/retinaface/stats"]
     assert stats and stats[-1]["backend"] == "opencv" and stats[-1]["model"] == MODEL + ".onnx"
-    detector = Detector(str(models_built / (MODEL + ".onnx")), backend="opencv")
+    detector = Detector(str(build_models / (MODEL + ".onnx")), backend="opencv")
     for record in records:
         name = record["frame_id"].split("#")[0]
         want = detector.detect(read_image(IMAGES / name))
