@@ -119,7 +119,9 @@ def test_first_deploy_then_noop_then_changed_model(lab, models_dir):
     assert outcome.bytes_sent == sum(
         (changed / name).stat().st_size for name in ("fp32.onnx", "manifest.json")
     )
-    assert len(outcome.linked) == len(manifest["models"]) - 1 + 2  # other models, wheel, probe
+    # every model file but fp32.onnx (ncnn's .bin companions included), the wheel, the probe
+    files = sum(1 + len(e.get("companions") or []) for e in manifest["models"].values())
+    assert len(outcome.linked) == files - 1 + 2
     assert outcome.installed == []  # same runner wheel: pip is not run again
     assert current_release(where) == outcome.release_id != release
     assert release_intact(where, outcome.release_id) and release_intact(where, release)
