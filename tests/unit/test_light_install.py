@@ -21,8 +21,8 @@ NO_TORCH = "raise ImportError('torch is blocked for this test (the light install
 
 def without_torch(tmp_path) -> dict:
     """An environment in which `import torch` fails, as in a venv without the [torch] extra
-    (nor the [ncnn] and [mnn] ones: their packages are blocked too)."""
-    for package in ("torch", "ncnn", "pnnx", "MNN", "_tools"):
+    (nor the [ncnn], [mnn] and [tflite] ones: their packages are blocked too)."""
+    for package in ("torch", "ncnn", "pnnx", "MNN", "_tools", "onnx2tf", "tensorflow"):
         blocker = tmp_path / "no-torch" / package
         blocker.mkdir(parents=True)
         (blocker / "__init__.py").write_text(NO_TORCH)
@@ -78,6 +78,7 @@ def test_default_models_build_without_torch(tmp_path, models_dir):
     # Without the extras the engine variants are listed as not built, with the extra to install.
     assert "[ncnn]" in manifest["not_built"]["ncnn-fp32"]
     assert "[mnn]" in manifest["not_built"]["mnn-fp32"] and "[mnn]" in manifest["not_built"]["mnn-int8"]
+    assert all("[tflite]" in manifest["not_built"][v] for v in ("tflite-fp32", "tflite-int8"))
     assert not (out / "retinaface-mnet025.pth").exists()
     for name, entry in manifest["models"].items():
         assert entry["agreement"]["recall"] >= 0.95, name
