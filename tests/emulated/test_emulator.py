@@ -133,7 +133,8 @@ def test_unknown_release_is_one_clear_line():
     out = invoke("emu-up", "--release", "buster", timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == (
-        "error: unknown emulator release 'buster' (known: bullseye, trixie)"
+        "error: unknown emulator release 'buster' (known: bookworm-arm64, bullseye, trixie, "
+        "trixie-arm64, trixie-arm64-pi5)"
     )
 
 
